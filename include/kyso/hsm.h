@@ -1,0 +1,83 @@
+/* kyso — the HSM layer: PKCS#11 module, session pool, key handle map.
+ * The only code in kyso that touches keys. Thread-safe. */
+#ifndef KYSO_HSM_H
+#define KYSO_HSM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/evp.h>
+
+#include "kyso/limits.h"
+#include "kyso/status.h"
+
+typedef struct hsm hsm;
+
+typedef enum {
+  HSM_KEY_RSA_2048 = 1,
+  HSM_KEY_RSA_3072 = 2,
+  HSM_KEY_EC_P256 = 3,
+} hsm_key_type;
+
+/* Signature mechanisms; the input is always a SHA-256 digest (32 bytes). */
+typedef enum {
+  HSM_MECH_RSA_PKCS1_SHA256 = 1, /* CKM_RSA_PKCS over DigestInfo(SHA-256) */
+  HSM_MECH_RSA_PSS_SHA256 = 2,   /* CKM_RSA_PKCS_PSS, MGF1-SHA256, salt 32 */
+  HSM_MECH_ECDSA_SHA256 = 3,     /* CKM_ECDSA over the digest: raw r||s out */
+} hsm_mech;
+
+typedef struct hsm_opts {
+  const char *module_path;  /* PKCS#11 module, dlopen()ed */
+  const char *token_label;  /* CKA_LABEL of the token to use */
+  const char *pin;          /* user PIN; not kept after hsm_open returns */
+  unsigned max_sessions;    /* session pool size, 1..KYSO_HSM_MAX_SESSIONS */
+} hsm_opts;
+
+typedef struct hsm_key_info {
+  char label[KYSO_MAX_LABEL + 1];
+  uint8_t id[32];           /* CKA_ID (SHA-256 of the public key) */
+  size_t id_len;
+  hsm_key_type type;
+  int sensitive;            /* CKA_SENSITIVE as read from the token */
+  int extractable;          /* CKA_EXTRACTABLE */
+  int wrap_with_trusted;    /* CKA_WRAP_WITH_TRUSTED */
+} hsm_key_info;
+
+/* Lifecycle */
+/* Loads the module, C_Initialize (OS locking), finds the token, logs in once
+ * and enumerates every key into the handle map. A wrong PIN is
+ * UNAUTHENTICATED and is never retried (a real HSM locks the token). */
+kyso_status hsm_open(const hsm_opts *opts, hsm **out, kyso_err *err) KYSO_MUST_CHECK;
+void hsm_close(hsm *h);
+/* C_Finalize + C_Initialize + login + rebuild of the handle map, for a token
+ * that went away and came back (handles differ afterwards). */
+kyso_status hsm_reinit(hsm *h, kyso_err *err) KYSO_MUST_CHECK;
+
+/* Keys */
+/* Generates a key pair in the token: private half CKA_SENSITIVE=true,
+ * CKA_WRAP_WITH_TRUSTED=true, CKA_SIGN=true, CKA_TOKEN=true, CKA_PRIVATE=true;
+ * CKA_ID = SHA-256 of the public key. ALREADY_EXISTS if the label is taken. */
+kyso_status hsm_generate_key(hsm *h, const char *label, hsm_key_type type,
+                             hsm_key_info *info_out, kyso_err *err) KYSO_MUST_CHECK;
+/* Looks a key up in the handle map (no token search). NOT_FOUND names it. */
+kyso_status hsm_key_info_get(hsm *h, const char *label, hsm_key_info *out,
+                             kyso_err *err) KYSO_MUST_CHECK;
+/* Every key in the map, sorted by label; *out is malloc()ed, caller frees. */
+kyso_status hsm_list_keys(hsm *h, hsm_key_info **out, size_t *count,
+                          kyso_err *err) KYSO_MUST_CHECK;
+/* The public key as an ordinary (default provider) EVP_PKEY; caller frees. */
+kyso_status hsm_public_key(hsm *h, const char *label, EVP_PKEY **out,
+                           kyso_err *err) KYSO_MUST_CHECK;
+
+/* Signing */
+/* Signs a 32-byte SHA-256 digest with one C_Sign on a pooled session.
+ * RSA: the raw signature (modulus-sized). ECDSA: raw r||s (64 bytes for
+ * P-256) — DER encoding is the caller's job. *sig_len is in/out. */
+kyso_status hsm_sign_digest(hsm *h, const char *label, hsm_mech mech,
+                            const uint8_t *digest, size_t digest_len,
+                            uint8_t *sig, size_t *sig_len,
+                            kyso_err *err) KYSO_MUST_CHECK;
+
+const char *hsm_key_type_name(hsm_key_type type);
+
+#endif

@@ -1,0 +1,81 @@
+/* kyso — a small, general gRPC C core server: a method table, completion-
+ * queue threads that never run slow work, a worker pool that does, TLS with
+ * optional client certificates, an authorisation hook consulted on every call,
+ * and graceful shutdown. Knows nothing about kyso's messages. */
+#ifndef KYSO_RPC_H
+#define KYSO_RPC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/x509.h>
+
+#include "kyso/status.h"
+
+typedef struct rpc_server rpc_server;
+typedef struct rpc_call rpc_call;
+
+/* Runs on a worker thread with the whole request message. Must end the call
+ * exactly once with rpc_call_finish (possibly later, from another thread). */
+typedef void (*rpc_handler)(rpc_call *call, void *app);
+
+typedef struct rpc_method {
+  const char *path;      /* "/kyso.v1.Signer/Sign" */
+  const char *operation; /* name given to the authorisation hook, e.g. "sign" */
+  rpc_handler handler;
+} rpc_method;
+
+/* Who is calling, as established by TLS and the auth hook. */
+typedef struct rpc_peer {
+  X509 *cert;            /* client certificate (NULL without one); not owned */
+  uint8_t cert_sha256[32];
+  char principal[128];   /* set by the auth hook: the account or service name */
+  char role[32];         /* set by the auth hook */
+} rpc_peer;
+
+/* Called once per call, before the handler, on a worker thread. Returns OK to
+ * let the call through, or UNAUTHENTICATED / PERMISSION_DENIED with a reason
+ * (which is sent to the client). May fill peer->principal and peer->role. */
+typedef kyso_status (*rpc_auth_hook)(void *app, rpc_peer *peer,
+                                     const char *operation, kyso_err *err);
+
+typedef struct rpc_server_opts {
+  const char *listen_addr;     /* "127.0.0.1:7443" */
+  /* TLS: all three PEM file paths; tls_cert_file NULL means plaintext
+   * (only allowed when allow_insecure is set — tests of the layer itself). */
+  const char *tls_cert_file;
+  const char *tls_key_file;
+  const char *client_ca_file;  /* non-NULL: request client certs (the hook verifies) */
+  int allow_insecure;
+  unsigned cq_threads;         /* completion-queue threads, default 1 */
+  unsigned worker_threads;     /* handler threads, default 2 x cores */
+  size_t max_message;          /* bytes, default KYSO_MAX_MESSAGE */
+  unsigned max_queued_calls;   /* calls waiting for a worker before RESOURCE_EXHAUSTED */
+  rpc_auth_hook auth;          /* required */
+} rpc_server_opts;
+
+/* Server */
+/* Binds, registers every method, starts the threads. */
+kyso_status rpc_server_start(const rpc_server_opts *opts,
+                             const rpc_method *methods, size_t method_count,
+                             void *app, rpc_server **out,
+                             kyso_err *err) KYSO_MUST_CHECK;
+/* The port actually bound (useful with ":0"). */
+int rpc_server_port(const rpc_server *srv);
+/* Stops accepting calls, lets in-flight calls finish (up to grace_ms), then
+ * cancels the rest, joins every thread and frees the server. NULL is fine. */
+void rpc_server_shutdown(rpc_server *srv, int grace_ms);
+
+/* Inside a handler */
+const uint8_t *rpc_call_request(const rpc_call *call, size_t *len);
+const rpc_peer *rpc_call_peer(const rpc_call *call);
+const char *rpc_call_method(const rpc_call *call);
+/* Milliseconds left before the client's deadline (INT64_MAX if none, <= 0
+ * once passed). Handlers check it before any irreversible step. */
+int64_t rpc_call_remaining_ms(const rpc_call *call);
+/* Sends the response (when code == OK) and the status with msg; frees the
+ * call. resp is copied. Safe from any thread. */
+void rpc_call_finish(rpc_call *call, kyso_status code, const char *msg,
+                     const uint8_t *resp, size_t resp_len);
+
+#endif

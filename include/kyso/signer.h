@@ -1,0 +1,73 @@
+/* kyso — the signer layer: CMS/CAdES signatures, CSRs and verification,
+ * built by OpenSSL with the signature value made in the HSM through kyso's
+ * own OpenSSL 3 provider. */
+#ifndef KYSO_SIGNER_H
+#define KYSO_SIGNER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <openssl/x509.h>
+
+#include "kyso/hsm.h"
+#include "kyso/status.h"
+
+typedef struct signer signer;
+
+typedef enum {
+  SIGNER_RSA_PKCS1 = 0, /* RSA keys: PKCS#1 v1.5 SHA-256 */
+  SIGNER_RSA_PSS = 1,   /* RSA keys: RSASSA-PSS SHA-256, salt 32 */
+} signer_rsa_scheme;
+
+/* Lifecycle */
+/* Registers the "kysohsm" provider in a private OSSL_LIB_CTX over h (which
+ * must outlive the signer) and opens the certificate store in cert_dir
+ * (created 0700 if missing). */
+kyso_status signer_open(hsm *h, const char *cert_dir, signer **out,
+                        kyso_err *err) KYSO_MUST_CHECK;
+void signer_close(signer *s);
+
+/* Certificates */
+/* Checks that cert's public key is the HSM key's, then stores cert and its
+ * chain durably for that label. INVALID_ARGUMENT on a mismatch or bad DER. */
+kyso_status signer_import_certificate(signer *s, const char *label, X509 *cert,
+                                      STACK_OF(X509) *chain,
+                                      kyso_err *err) KYSO_MUST_CHECK;
+/* NOT_FOUND if no certificate was imported for label. Caller frees both
+ * (X509_free, OSSL_STACK_OF_X509_free); chain_out may be NULL. */
+kyso_status signer_certificate(signer *s, const char *label, X509 **cert_out,
+                               STACK_OF(X509) **chain_out,
+                               kyso_err *err) KYSO_MUST_CHECK;
+
+/* Signing */
+/* PKCS#10 request for the key, signed in the HSM. subject is OpenSSL's
+ * "/C=VN/O=.../CN=..." form. *der is OPENSSL_malloc()ed. */
+kyso_status signer_make_csr(signer *s, const char *label, const char *subject,
+                            uint8_t **der, size_t *der_len,
+                            kyso_err *err) KYSO_MUST_CHECK;
+
+/* Detached CMS SignedData over doc, SHA-256, CAdES-BES signed attributes
+ * (content-type, message-digest, signing-time, signing-certificate-v2),
+ * the signer certificate and its chain included. signing_time 0 = now.
+ * *der is OPENSSL_malloc()ed. */
+kyso_status signer_sign_cms(signer *s, const char *label,
+                            signer_rsa_scheme scheme, const uint8_t *doc,
+                            size_t doc_len, time_t signing_time, uint8_t **der,
+                            size_t *der_len, kyso_err *err) KYSO_MUST_CHECK;
+
+/* Verification */
+/* Verifies a detached CMS signature over doc against the trust anchors in
+ * store (chain, signature, message digest, signing-certificate-v2).
+ * On success the signer certificate is returned in *signer_out if non-NULL. */
+kyso_status signer_verify_cms(X509_STORE *store, const uint8_t *sig,
+                              size_t sig_len, const uint8_t *doc,
+                              size_t doc_len, X509 **signer_out,
+                              kyso_err *err) KYSO_MUST_CHECK;
+
+/* For callers and tests that need the provider-backed private key itself
+ * (the TSA, later). Caller frees with EVP_PKEY_free. */
+kyso_status signer_private_key(signer *s, const char *label, EVP_PKEY **out,
+                               kyso_err *err) KYSO_MUST_CHECK;
+
+#endif
