@@ -1,0 +1,71 @@
+/* kyso — kysod's and the kyso CLI's configuration file (INI, read by libinih).
+ * Relative paths are resolved against the configuration file's directory. */
+#ifndef KYSO_CONFIG_H
+#define KYSO_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kyso/status.h"
+
+#define KYSO_PATH_MAX 1024
+
+/* Roles a caller may hold; the authorisation table is operation x role. */
+enum {
+  KYSO_ROLE_SERVICE = 1u << 0,   /* the DMS front end: signs on behalf of officials */
+  KYSO_ROLE_OPERATOR = 1u << 1,  /* provisions keys and certificates */
+  KYSO_ROLE_ARCHIVIST = 1u << 2, /* reads and verifies */
+};
+
+/* A caller kysod knows: [caller.NAME] with its certificate fingerprint. */
+typedef struct kyso_caller {
+  char name[64];
+  uint8_t cert_sha256[32];
+  unsigned roles;
+} kyso_caller;
+
+typedef struct kyso_config {
+  /* [server] */
+  char listen[256];
+  char data_dir[KYSO_PATH_MAX];
+  unsigned cq_threads;
+  unsigned worker_threads;
+  size_t max_message;
+  int shutdown_grace_ms;
+  char log_level[16];
+  /* [tls] */
+  char tls_cert[KYSO_PATH_MAX];
+  char tls_key[KYSO_PATH_MAX];
+  char client_ca[KYSO_PATH_MAX];
+  /* [hsm] */
+  char hsm_module[KYSO_PATH_MAX];
+  char hsm_token[128];
+  char pin_file[KYSO_PATH_MAX];
+  char pin_env[64];
+  unsigned hsm_sessions;
+  /* [caller.NAME] ... */
+  kyso_caller *callers;
+  size_t caller_count;
+  /* [cli] — what the kyso command uses to reach a node */
+  char cli_address[256];
+  char cli_ca[KYSO_PATH_MAX];
+  char cli_cert[KYSO_PATH_MAX];
+  char cli_key[KYSO_PATH_MAX];
+  char cli_server_name[256];
+} kyso_config;
+
+/* Loads and validates path into *cfg (defaults first). Unknown sections or
+ * keys are errors naming file:line, so typos do not pass silently. */
+kyso_status kyso_config_load(const char *path, kyso_config *cfg, kyso_err *err) KYSO_MUST_CHECK;
+void kyso_config_free(kyso_config *cfg);
+/* Checks what kysod needs (TLS files, HSM, PIN source, data dir). */
+kyso_status kyso_config_check_server(const kyso_config *cfg, kyso_err *err) KYSO_MUST_CHECK;
+
+/* Parses "service,operator" into a role mask. */
+kyso_status kyso_roles_parse(const char *s, unsigned *out, kyso_err *err);
+/* Reads the HSM PIN from pin_file or the pin_env variable into out (wiped by
+ * the caller with kyso_wipe). Never logs it. */
+kyso_status kyso_config_read_pin(const kyso_config *cfg, char *out, size_t out_size,
+                                 kyso_err *err) KYSO_MUST_CHECK;
+
+#endif

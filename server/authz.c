@@ -1,0 +1,93 @@
+/* kysod — who may do what. Every RPC passes through kysod__authorize:
+ * TLS hands us the client certificate unverified, so that a bad one gets
+ * UNAUTHENTICATED with a reason instead of a bare handshake failure. */
+#include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
+#include <openssl/x509v3.h>
+#include <string.h>
+
+#include "kyso/util.h"
+#include "kysod.h"
+
+/* operation x role: the least privilege each operation needs. */
+static const struct {
+  const char *operation;
+  unsigned roles;
+} authz_table[] = {
+    {"sign", KYSO_ROLE_SERVICE},
+    {"keys.generate", KYSO_ROLE_OPERATOR},
+    {"keys.csr", KYSO_ROLE_OPERATOR},
+    {"keys.import", KYSO_ROLE_OPERATOR},
+    {"keys.list", KYSO_ROLE_OPERATOR | KYSO_ROLE_SERVICE | KYSO_ROLE_ARCHIVIST},
+};
+
+static void roles_text(unsigned roles, char *out, size_t size) {
+  out[0] = '\0';
+  if (roles & KYSO_ROLE_SERVICE) strncat(out, "service ", size - strlen(out) - 1);
+  if (roles & KYSO_ROLE_OPERATOR) strncat(out, "operator ", size - strlen(out) - 1);
+  if (roles & KYSO_ROLE_ARCHIVIST) strncat(out, "archivist ", size - strlen(out) - 1);
+  size_t n = strlen(out);
+  if (n > 0) out[n - 1] = '\0';
+}
+
+static kyso_status verify_chain(X509_STORE *store, X509 *cert, kyso_err *err) {
+  kyso_status st = KYSO_OK;
+  X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+  char subject[256];
+  X509_NAME_oneline(X509_get_subject_name(cert), subject, sizeof(subject));
+  if (ctx == NULL || !X509_STORE_CTX_init(ctx, store, cert, NULL)) {
+    st = kyso_fail(err, KYSO_INTERNAL, "cannot set up certificate verification");
+    goto out;
+  }
+  X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT);
+  if (X509_verify_cert(ctx) != 1) {
+    int e = X509_STORE_CTX_get_error(ctx);
+    st = kyso_fail(err, KYSO_UNAUTHENTICATED, "client certificate '%s' is not trusted: %s",
+                   subject, X509_verify_cert_error_string(e));
+  }
+out:
+  X509_STORE_CTX_free(ctx);
+  return st;
+}
+
+kyso_status kysod__authorize(void *app, rpc_peer *peer, const char *operation, kyso_err *err) {
+  kysod *d = app;
+  if (strcmp(operation, "health") == 0) return KYSO_OK; /* probes carry no identity */
+  if (peer->cert == NULL)
+    return kyso_fail(err, KYSO_UNAUTHENTICATED,
+                     "a client certificate is required: give the kyso command --cert and --key, "
+                     "or configure your gRPC client with one");
+  if (d->client_store == NULL)
+    return kyso_fail(err, KYSO_UNAUTHENTICATED, "this node has no [tls] client_ca configured");
+  kyso_status st = verify_chain(d->client_store, peer->cert, err);
+  if (st != KYSO_OK) return st;
+
+  const kyso_caller *caller = NULL;
+  for (size_t i = 0; i < d->cfg.caller_count; i++) {
+    if (memcmp(d->cfg.callers[i].cert_sha256, peer->cert_sha256, 32) == 0) {
+      caller = &d->cfg.callers[i];
+      break;
+    }
+  }
+  if (caller == NULL) {
+    char hex[65];
+    kyso_hex(peer->cert_sha256, 32, hex);
+    return kyso_fail(err, KYSO_UNAUTHENTICATED,
+                     "client certificate sha256:%s is not registered; add a [caller.NAME] "
+                     "section with this fingerprint to kysod's configuration", hex);
+  }
+  snprintf(peer->principal, sizeof(peer->principal), "%s", caller->name);
+  roles_text(caller->roles, peer->role, sizeof(peer->role));
+
+  for (size_t i = 0; i < sizeof(authz_table) / sizeof(authz_table[0]); i++) {
+    if (strcmp(authz_table[i].operation, operation) != 0) continue;
+    if (caller->roles & authz_table[i].roles) return KYSO_OK;
+    char need[64];
+    roles_text(authz_table[i].roles, need, sizeof(need));
+    return kyso_fail(err, KYSO_PERMISSION_DENIED,
+                     "caller '%s' (roles: %s) may not %s; that needs one of: %s",
+                     caller->name, peer->role, operation, need);
+  }
+  return kyso_fail(err, KYSO_PERMISSION_DENIED, "operation '%s' is not in the authorisation table",
+                   operation);
+}

@@ -1,0 +1,176 @@
+/* kysod — the kyso node: loads its configuration, opens the HSM, and serves
+ * the kyso.v1 API over gRPC with TLS until SIGTERM or SIGINT. */
+#include <errno.h>
+#include <getopt.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "kyso/limits.h"
+#include "kyso/log.h"
+#include "kysod.h"
+
+static const rpc_method methods[] = {
+    {"/kyso.v1.Signer/Sign", "sign", kysod__signer_sign},
+    {"/kyso.v1.Keys/Generate", "keys.generate", kysod__keys_generate},
+    {"/kyso.v1.Keys/CreateCsr", "keys.csr", kysod__keys_create_csr},
+    {"/kyso.v1.Keys/ImportCertificate", "keys.import", kysod__keys_import_certificate},
+    {"/kyso.v1.Keys/List", "keys.list", kysod__keys_list},
+    {"/grpc.health.v1.Health/Check", "health", kysod__health_check},
+};
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "Usage: kysod --config FILE [--check]\n"
+          "\n"
+          "Runs one kyso node: signs documents with keys held in a PKCS#11 HSM and\n"
+          "serves the kyso.v1 gRPC API over TLS.\n"
+          "\n"
+          "  -c, --config FILE   configuration file (INI; see README.md, Configuration)\n"
+          "      --check         load the configuration, open the HSM, then exit\n"
+          "  -h, --help          show this help\n"
+          "  -V, --version       show the version\n"
+          "\n"
+          "kysod prints 'kysod: ready on ADDRESS' on standard output once it serves.\n"
+          "SIGTERM or SIGINT stop it gracefully: in-flight calls finish first.\n"
+          "Exit status: 0 after a clean stop, 1 on a runtime failure, 2 on a\n"
+          "configuration, PIN or HSM problem at start.\n");
+}
+
+static kyso_status load_client_store(kysod *d, kyso_err *err) {
+  if (d->cfg.client_ca[0] == '\0') return KYSO_OK;
+  d->client_store = X509_STORE_new();
+  if (d->client_store == NULL || !X509_STORE_load_file(d->client_store, d->cfg.client_ca)) {
+    kyso_fail(err, KYSO_FAILED_PRECONDITION, "cannot load client CA file '%s'", d->cfg.client_ca);
+    return kyso_err_add_openssl(err);
+  }
+  return KYSO_OK;
+}
+
+static kyso_status open_hsm(kysod *d, kyso_err *err) {
+  char pin[KYSO_MAX_PIN + 1];
+  kyso_status st = kyso_config_read_pin(&d->cfg, pin, sizeof(pin), err);
+  if (st != KYSO_OK) goto out;
+  hsm_opts ho = {.module_path = d->cfg.hsm_module,
+                 .token_label = d->cfg.hsm_token,
+                 .pin = pin,
+                 .max_sessions = d->cfg.hsm_sessions};
+  st = hsm_open(&ho, &d->hsm, err);
+out:
+  kyso_wipe(pin, sizeof(pin));
+  return st;
+}
+
+static kyso_status open_signer(kysod *d, kyso_err *err) {
+  char cert_dir[KYSO_PATH_MAX + 16];
+  snprintf(cert_dir, sizeof(cert_dir), "%s/certs", d->cfg.data_dir);
+  return signer_open(d->hsm, cert_dir, &d->signer, err);
+}
+
+int main(int argc, char **argv) {
+  static const struct option longopts[] = {
+      {"config", required_argument, NULL, 'c'}, {"check", no_argument, NULL, 'k'},
+      {"help", no_argument, NULL, 'h'},         {"version", no_argument, NULL, 'V'},
+      {NULL, 0, NULL, 0}};
+  const char *config_path = NULL;
+  int check_only = 0, opt, rc = 2;
+  kysod d;
+  kyso_err err = {0};
+  rpc_server *srv = NULL;
+  kyso_log_level level;
+  sigset_t sigs;
+
+  memset(&d, 0, sizeof(d));
+  while ((opt = getopt_long(argc, argv, "c:hV", longopts, NULL)) != -1) {
+    switch (opt) {
+      case 'c': config_path = optarg; break;
+      case 'k': check_only = 1; break;
+      case 'h': usage(stdout); return 0;
+      case 'V': printf("kysod %s\n", KYSO_VERSION); return 0;
+      default: usage(stderr); return 2;
+    }
+  }
+  if (config_path == NULL || optind != argc) {
+    usage(stderr);
+    return 2;
+  }
+
+  /* Signals are taken by sigwait in this thread only; every thread started
+   * from here on inherits the mask. */
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+  signal(SIGPIPE, SIG_IGN);
+  umask(077);
+
+  if (kyso_config_load(config_path, &d.cfg, &err) != KYSO_OK ||
+      kyso_config_check_server(&d.cfg, &err) != KYSO_OK ||
+      kyso_log_parse_level(d.cfg.log_level, &level, &err) != KYSO_OK)
+    goto fail;
+  kyso_log_set_level(level);
+  const char *delay = getenv("KYSO_TEST_SIGN_DELAY_MS");
+  if (delay != NULL && *delay) {
+    d.test_sign_delay_ms = atoi(delay);
+    kyso_log(KYSO_LOG_WARN, "test fault injection active: every Sign is delayed %d ms "
+             "(KYSO_TEST_SIGN_DELAY_MS); never set this in production", d.test_sign_delay_ms);
+  }
+  if (load_client_store(&d, &err) != KYSO_OK) goto fail;
+  if (open_hsm(&d, &err) != KYSO_OK) goto fail;
+  if (open_signer(&d, &err) != KYSO_OK) goto fail;
+  if (check_only) {
+    printf("kysod: configuration '%s' is valid and token '%s' opened\n", config_path,
+           d.cfg.hsm_token);
+    rc = 0;
+    goto out;
+  }
+
+  rpc_server_opts so = {.listen_addr = d.cfg.listen,
+                        .tls_cert_file = d.cfg.tls_cert,
+                        .tls_key_file = d.cfg.tls_key,
+                        .client_ca_file = d.cfg.client_ca[0] ? d.cfg.client_ca : NULL,
+                        .cq_threads = d.cfg.cq_threads,
+                        .worker_threads = d.cfg.worker_threads,
+                        .max_message = d.cfg.max_message,
+                        .auth = kysod__authorize};
+  if (rpc_server_start(&so, methods, sizeof(methods) / sizeof(methods[0]), &d, &srv, &err) !=
+      KYSO_OK)
+    goto fail;
+  atomic_store(&d.serving, 1);
+  kyso_log(KYSO_LOG_INFO, "serving on %s (port %d), token '%s', %u workers", d.cfg.listen,
+           rpc_server_port(srv), d.cfg.hsm_token, d.cfg.worker_threads);
+  printf("kysod: ready on %s port %d\n", d.cfg.listen, rpc_server_port(srv));
+  fflush(stdout);
+
+  int sig = 0;
+  while (sigwait(&sigs, &sig) != 0) {
+  }
+  kyso_log(KYSO_LOG_INFO, "signal %d: stopping, in-flight calls finish first (up to %d ms)", sig,
+           d.cfg.shutdown_grace_ms);
+  atomic_store(&d.serving, 0);
+  rpc_server_shutdown(srv, d.cfg.shutdown_grace_ms);
+  srv = NULL;
+  kyso_log(KYSO_LOG_INFO, "stopped");
+  rc = 0;
+  goto out;
+
+fail:
+  fprintf(stderr, "kysod: %s\n", err.msg);
+  if (err.code == KYSO_UNAUTHENTICATED)
+    fprintf(stderr, "kysod: not retrying: a PKCS#11 token locks after repeated wrong PINs. "
+                    "Fix the PIN source ([hsm] pin_file or pin_env) and start kysod again.\n");
+  rc = 2;
+out:
+  rpc_server_shutdown(srv, 0);
+  signer_close(d.signer);
+  hsm_close(d.hsm);
+  X509_STORE_free(d.client_store);
+  kyso_config_free(&d.cfg);
+  return rc;
+}

@@ -1,0 +1,61 @@
+/* kysod internals: the application state shared by the service handlers. */
+#ifndef KYSOD_H
+#define KYSOD_H
+
+#include <openssl/x509.h>
+#include <stdatomic.h>
+
+#include "kyso/config.h"
+#include "kyso/hsm.h"
+#include "kyso/rpc.h"
+#include "kyso/signer.h"
+#include "kyso/status.h"
+
+#include "kyso/v1/common.pb-c.h"
+
+typedef struct kysod {
+  kyso_config cfg;
+  hsm *hsm;
+  signer *signer;
+  X509_STORE *client_store; /* trust anchors for client certificates */
+  int test_sign_delay_ms;   /* fault injection for tests (KYSO_TEST_SIGN_DELAY_MS) */
+  atomic_int serving;
+} kysod;
+
+/* Authorisation: client certificate -> caller -> roles -> operation. */
+kyso_status kysod__authorize(void *app, rpc_peer *peer, const char *operation, kyso_err *err);
+
+/* Key names: a KeyRef maps to one CKA_LABEL, "kyso/personal/<account>" or
+ * "kyso/seal/<unit>", and back. */
+kyso_status kysod__key_label(const Kyso__V1__KeyRef *ref, char *label, size_t size,
+                             kyso_err *err) KYSO_MUST_CHECK;
+/* Fills ref (strings point into label_copy, which must outlive ref). */
+int kysod__label_to_ref(char *label_copy, Kyso__V1__KeyRef *ref);
+/* Names of accounts and units: 1..KYSO_MAX_NAME of [A-Za-z0-9._@-]. */
+kyso_status kysod__check_name(const char *what, const char *value, kyso_err *err) KYSO_MUST_CHECK;
+/* Metadata strings: valid UTF-8, no control characters, bounded. */
+kyso_status kysod__check_text(const char *what, const char *value, size_t max,
+                              kyso_err *err) KYSO_MUST_CHECK;
+
+/* Everything a Sign request must satisfy before any key is touched. */
+struct Kyso__V1__SignRequest;
+kyso_status kysod__check_sign_request(const struct Kyso__V1__SignRequest *req, size_t max_doc,
+                                      kyso_err *err) KYSO_MUST_CHECK;
+
+/* Service handlers (one per RPC), all run through the rpc layer's dispatch. */
+void kysod__signer_sign(rpc_call *call, void *app);
+void kysod__keys_generate(rpc_call *call, void *app);
+void kysod__keys_create_csr(rpc_call *call, void *app);
+void kysod__keys_import_certificate(rpc_call *call, void *app);
+void kysod__keys_list(rpc_call *call, void *app);
+void kysod__health_check(rpc_call *call, void *app);
+
+/* The key must exist in the token and have a certificate: NOT_FOUND or
+ * FAILED_PRECONDITION telling the caller which step is missing. */
+kyso_status kysod__require_key(kysod *d, const char *label, X509 **cert,
+                               kyso_err *err) KYSO_MUST_CHECK;
+
+/* Packs a protobuf-c message and finishes the call with OK. */
+void kysod__reply(rpc_call *call, const ProtobufCMessage *msg);
+
+#endif

@@ -1,0 +1,49 @@
+/* kysod — grpc.health.v1.Health/Check, and the reply helper every service uses. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kyso/log.h"
+#include "kysod.h"
+
+#include "grpc/health/v1/health.pb-c.h"
+
+void kysod__reply(rpc_call *call, const ProtobufCMessage *msg) {
+  size_t n = protobuf_c_message_get_packed_size(msg);
+  uint8_t *buf = malloc(n ? n : 1);
+  if (buf == NULL) {
+    rpc_call_finish(call, KYSO_RESOURCE_EXHAUSTED, "out of memory packing the response", NULL, 0);
+    return;
+  }
+  protobuf_c_message_pack(msg, buf);
+  rpc_call_finish(call, KYSO_OK, "", buf, n);
+  free(buf);
+}
+
+static const char *const known_services[] = {"", "kyso.v1.Signer", "kyso.v1.Keys"};
+
+void kysod__health_check(rpc_call *call, void *app) {
+  kysod *d = app;
+  size_t len;
+  const uint8_t *data = rpc_call_request(call, &len);
+  Grpc__Health__V1__HealthCheckRequest *req =
+      grpc__health__v1__health_check_request__unpack(NULL, len, data);
+  if (req == NULL) {
+    rpc_call_finish(call, KYSO_INVALID_ARGUMENT,
+                    "request is not a valid grpc.health.v1.HealthCheckRequest", NULL, 0);
+    return;
+  }
+  size_t i;
+  for (i = 0; i < sizeof(known_services) / sizeof(known_services[0]); i++)
+    if (strcmp(req->service, known_services[i]) == 0) break;
+  if (i == sizeof(known_services) / sizeof(known_services[0])) {
+    /* The health protocol answers NOT_FOUND for a service it does not know. */
+    rpc_call_finish(call, KYSO_NOT_FOUND, "unknown service", NULL, 0);
+  } else {
+    Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+    resp.status = atomic_load(&d->serving)
+                      ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
+                      : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
+    kysod__reply(call, &resp.base);
+  }
+  grpc__health__v1__health_check_request__free_unpacked(req, NULL);
+}

@@ -1,0 +1,127 @@
+/* Unit tests: configuration loading — defaults, relative paths, errors that
+ * name file and line, callers and roles, PIN sources. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "kyso/config.h"
+
+static char dir[] = "/tmp/kyso-test-config-XXXXXX";
+
+static void write_file(const char *name, const char *text, mode_t mode) {
+  char path[512];
+  snprintf(path, sizeof(path), "%s/%s", dir, name);
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  fputs(text, f);
+  fclose(f);
+  chmod(path, mode);
+}
+
+static kyso_status load(const char *text, kyso_config *cfg, kyso_err *err) {
+  char path[512];
+  write_file("kyso.conf", text, 0600);
+  snprintf(path, sizeof(path), "%s/kyso.conf", dir);
+  return kyso_config_load(path, cfg, err);
+}
+
+static void test_defaults_and_paths(void **state) {
+  (void)state;
+  kyso_config cfg;
+  kyso_err err = {0};
+  assert_int_equal(load("[tls]\ncert = pki/server.pem\nkey = /abs/server.key\n", &cfg, &err), KYSO_OK);
+  assert_string_equal(cfg.listen, "127.0.0.1:7443");
+  assert_int_equal(cfg.worker_threads, 4);
+  char want[600];
+  char *real = realpath(dir, NULL);
+  snprintf(want, sizeof(want), "%s/pki/server.pem", real);
+  free(real);
+  assert_string_equal(cfg.tls_cert, want);
+  assert_string_equal(cfg.tls_key, "/abs/server.key");
+  kyso_config_free(&cfg);
+}
+
+static void test_errors_name_the_line(void **state) {
+  (void)state;
+  static const struct { const char *text; const char *want; } cases[] = {
+      {"[server]\nlisten = x\nworkers = 3\n", ":3: unknown setting 'workers' in [server]"},
+      {"[server]\nworker_threads = 0\n", ":2: '0' is not a number between 1 and 256"},
+      {"[hsm]\nsessions = lots\n", "is not a number"},
+      {"[caller.dms]\nroles = god\n", "unknown role 'god'"},
+      {"[caller.dms]\nfingerprint = 12:34\n", "fingerprint must be a SHA-256"},
+      {"[caller.dms]\nroles = service\n", "needs both 'fingerprint' and 'roles'"},
+      {"[nonsense]\na = b\n", "unknown setting 'a' in [nonsense]"},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    kyso_config cfg;
+    kyso_err err = {0};
+    kyso_status got = load(cases[i].text, &cfg, &err);
+    if (got != KYSO_INVALID_ARGUMENT || strstr(err.msg, cases[i].want) == NULL)
+      fail_msg("case %zu: got %s \"%s\", want INVALID_ARGUMENT containing \"%s\"", i,
+               kyso_strerror(got), err.msg, cases[i].want);
+    kyso_config_free(&cfg);
+  }
+}
+
+static void test_callers(void **state) {
+  (void)state;
+  kyso_config cfg;
+  kyso_err err = {0};
+  assert_int_equal(load("[caller.dms]\n"
+                        "fingerprint = 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:"
+                        "00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\n"
+                        "roles = service, archivist\n",
+                        &cfg, &err),
+                   KYSO_OK);
+  assert_int_equal(cfg.caller_count, 1);
+  assert_string_equal(cfg.callers[0].name, "dms");
+  assert_int_equal(cfg.callers[0].roles, KYSO_ROLE_SERVICE | KYSO_ROLE_ARCHIVIST);
+  assert_int_equal(cfg.callers[0].cert_sha256[1], 0x11);
+  assert_int_equal(cfg.callers[0].cert_sha256[31], 0xff);
+  kyso_config_free(&cfg);
+}
+
+static void test_pin_sources(void **state) {
+  (void)state;
+  kyso_config cfg;
+  kyso_err err = {0};
+  char pin[64];
+  write_file("pin", "123456\n", 0600);
+  assert_int_equal(load("[hsm]\npin_file = pin\n", &cfg, &err), KYSO_OK);
+  assert_int_equal(kyso_config_read_pin(&cfg, pin, sizeof(pin), &err), KYSO_OK);
+  assert_string_equal(pin, "123456");
+  write_file("pin", "123456\n", 0644);
+  assert_int_equal(kyso_config_read_pin(&cfg, pin, sizeof(pin), &err), KYSO_FAILED_PRECONDITION);
+  assert_non_null(strstr(err.msg, "chmod 600"));
+  kyso_config_free(&cfg);
+
+  assert_int_equal(load("[hsm]\npin_env = KYSO_TEST_PIN\n", &cfg, &err), KYSO_OK);
+  unsetenv("KYSO_TEST_PIN");
+  assert_int_equal(kyso_config_read_pin(&cfg, pin, sizeof(pin), &err), KYSO_INVALID_ARGUMENT);
+  setenv("KYSO_TEST_PIN", "9999", 1);
+  assert_int_equal(kyso_config_read_pin(&cfg, pin, sizeof(pin), &err), KYSO_OK);
+  assert_string_equal(pin, "9999");
+  kyso_config_free(&cfg);
+}
+
+int main(void) {
+  if (mkdtemp(dir) == NULL) return 1;
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_defaults_and_paths),
+      cmocka_unit_test(test_errors_name_the_line),
+      cmocka_unit_test(test_callers),
+      cmocka_unit_test(test_pin_sources),
+  };
+  int rc = cmocka_run_group_tests(tests, NULL, NULL);
+  char cmd[128];
+  snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+  if (system(cmd) != 0) rc = 1;
+  return rc;
+}
