@@ -9,6 +9,7 @@
 #include "kyso/limits.h"
 #include "kyso/signer.h"
 #include "kyso/util.h"
+#include "kyso/x509_text.h"
 #include "kyso/v1/signer.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
 
@@ -140,7 +141,7 @@ int cli_verify(cli *c, int argc, char **argv) {
     goto out;
   }
   char subject[512];
-  X509_NAME_oneline(X509_get_subject_name(who), subject, sizeof(subject));
+  kyso_x509_name_utf8(X509_get_subject_name(who), subject, sizeof(subject));
   printf("OK %s signed by %s\n", doc_path, subject);
   rc = 0;
 out:

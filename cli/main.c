@@ -112,7 +112,10 @@ int main(int argc, char **argv) {
     if (strcmp(argv[optind], commands[i].name) == 0) {
       int sub_argc = argc - optind;
       char **sub_argv = argv + optind;
-      optind = 1; /* reset getopt for the command's own options */
+      /* 0, not 1: glibc re-initialises getopt only for 0, and otherwise keeps
+       * the "+" (stop at the first argument) mode of the global options, so a
+       * command's options could not follow its arguments. */
+      optind = 0;
       rc = commands[i].run(&c, sub_argc, sub_argv);
       goto out;
     }

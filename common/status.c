@@ -65,15 +65,20 @@ void kyso_err_clear(kyso_err *err) {
 
 kyso_status kyso_err_add_openssl(kyso_err *err) {
   unsigned long e;
-  char buf[256];
-  while ((e = ERR_get_error()) != 0) {
+  const char *data = NULL;
+  int flags = 0;
+  /* Keep OpenSSL's detail text (ERR_TXT_STRING): that is where, e.g., the
+   * X.509 verification reason is. */
+  while ((e = ERR_get_error_all(NULL, NULL, NULL, &data, &flags)) != 0) {
     if (err == NULL) continue;
     size_t used = strlen(err->msg);
-    ERR_error_string_n(e, buf, sizeof(buf));
-    if (used + 3 < sizeof(err->msg))
-      snprintf(err->msg + used, sizeof(err->msg) - used, " [%s]", buf);
+    const char *lib = ERR_lib_error_string(e), *reason = ERR_reason_error_string(e);
+    int has_data = (flags & ERR_TXT_STRING) != 0 && data != NULL && data[0] != '\0';
+    if (used + 4 < sizeof(err->msg))
+      snprintf(err->msg + used, sizeof(err->msg) - used, " [%s: %s%s%s]", lib ? lib : "?",
+               reason ? reason : "unknown reason", has_data ? ": " : "", has_data ? data : "");
   }
-  return err ? err->code : KYSO_INTERNAL;
+  return err != NULL ? err->code : KYSO_INTERNAL;
 }
 
 void kyso_wipe(void *p, size_t n) {

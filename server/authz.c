@@ -6,6 +6,7 @@
 #include <openssl/x509v3.h>
 #include <string.h>
 
+#include "kyso/log.h"
 #include "kyso/util.h"
 #include "kysod.h"
 
@@ -50,8 +51,23 @@ out:
   return st;
 }
 
+static kyso_status decide(kysod *d, rpc_peer *peer, const char *operation, kyso_err *err);
+
+/* Every refusal is logged with the certificate fingerprint and the
+ * operation, so an operator sees who knocked and what they wanted. */
 kyso_status kysod__authorize(void *app, rpc_peer *peer, const char *operation, kyso_err *err) {
-  kysod *d = app;
+  kyso_status st = decide(app, peer, operation, err);
+  if (st != KYSO_OK) {
+    char hex[65] = "none";
+    if (peer->cert != NULL) kyso_hex(peer->cert_sha256, 32, hex);
+    kyso_log(KYSO_LOG_WARN, "denied operation=%s caller=%s cert_sha256=%s status=%s: %s",
+             operation, peer->principal[0] ? peer->principal : "-", hex, kyso_strerror(st),
+             err ? err->msg : "");
+  }
+  return st;
+}
+
+static kyso_status decide(kysod *d, rpc_peer *peer, const char *operation, kyso_err *err) {
   if (strcmp(operation, "health") == 0) return KYSO_OK; /* probes carry no identity */
   if (peer->cert == NULL)
     return kyso_fail(err, KYSO_UNAUTHENTICATED,

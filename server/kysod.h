@@ -20,6 +20,7 @@ typedef struct kysod {
   X509_STORE *client_store; /* trust anchors for client certificates */
   int test_sign_delay_ms;   /* fault injection for tests (KYSO_TEST_SIGN_DELAY_MS) */
   atomic_int serving;
+  atomic_int hsm_recovering;
 } kysod;
 
 /* Authorisation: client certificate -> caller -> roles -> operation. */
@@ -54,6 +55,10 @@ void kysod__health_check(rpc_call *call, void *app);
  * FAILED_PRECONDITION telling the caller which step is missing. */
 kyso_status kysod__require_key(kysod *d, const char *label, X509 **cert,
                                kyso_err *err) KYSO_MUST_CHECK;
+
+/* After an UNAVAILABLE from the HSM: re-initialise it (one thread at a
+ * time). OK means the caller may retry its operation once. */
+kyso_status kysod__recover_hsm(kysod *d, kyso_err *err) KYSO_MUST_CHECK;
 
 /* Packs a protobuf-c message and finishes the call with OK. */
 void kysod__reply(rpc_call *call, const ProtobufCMessage *msg);

@@ -7,6 +7,7 @@
 #include "kyso/limits.h"
 #include "kyso/log.h"
 #include "kyso/util.h"
+#include "kyso/x509_text.h"
 #include "kysod.h"
 
 #include "kyso/v1/keys.pb-c.h"
@@ -74,7 +75,7 @@ static void key_view_fill(kysod *d, const hsm_key_info *hk, key_view *v) {
   if (signer_certificate(d->signer, hk->label, &cert, NULL, &ignored) == KYSO_OK) {
     struct tm tm;
     v->info.has_certificate = 1;
-    X509_NAME_oneline(X509_get_subject_name(cert), v->subject, sizeof(v->subject));
+    kyso_x509_name_utf8(X509_get_subject_name(cert), v->subject, sizeof(v->subject));
     if (ASN1_TIME_to_tm(X509_get0_notAfter(cert), &tm))
       strftime(v->not_after, sizeof(v->not_after), "%Y-%m-%dT%H:%M:%SZ", &tm);
   }

@@ -51,6 +51,11 @@ void kysod__signer_sign(rpc_call *call, void *app) {
       req->rsa_scheme == KYSO__V1__RSA_SCHEME__RSA_SCHEME_PSS ? SIGNER_RSA_PSS : SIGNER_RSA_PKCS1;
   st = signer_sign_cms(d->signer, label, scheme, req->document.data, req->document.len, now, &sig,
                        &sig_len, &err);
+  /* A token that went away: recover it and sign once more (signing has no
+   * side effect to repeat). */
+  if (st == KYSO_UNAVAILABLE && kysod__recover_hsm(d, &err) == KYSO_OK)
+    st = signer_sign_cms(d->signer, label, scheme, req->document.data, req->document.len, now,
+                         &sig, &sig_len, &err);
   if (st != KYSO_OK) goto out;
   if (d->test_sign_delay_ms > 0) usleep((useconds_t)d->test_sign_delay_ms * 1000);
   /* A signature the caller no longer waits for is dropped, not half-kept. */

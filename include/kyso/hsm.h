@@ -29,7 +29,9 @@ typedef enum {
 typedef struct hsm_opts {
   const char *module_path;  /* PKCS#11 module, dlopen()ed */
   const char *token_label;  /* CKA_LABEL of the token to use */
-  const char *pin;          /* user PIN; not kept after hsm_open returns */
+  const char *pin;          /* user PIN; copied into one mlock()ed page for
+                               hsm_reinit, wiped at hsm_close; the caller's
+                               string is not used after hsm_open returns */
   unsigned max_sessions;    /* session pool size, 1..KYSO_HSM_MAX_SESSIONS */
 } hsm_opts;
 
@@ -50,7 +52,9 @@ typedef struct hsm_key_info {
 kyso_status hsm_open(const hsm_opts *opts, hsm **out, kyso_err *err) KYSO_MUST_CHECK;
 void hsm_close(hsm *h);
 /* C_Finalize + C_Initialize + login + rebuild of the handle map, for a token
- * that went away and came back (handles differ afterwards). */
+ * that went away and came back (handles differ afterwards). Until a reinit
+ * succeeds, operations answer UNAVAILABLE; a PIN the token rejects is
+ * dropped, never retried. */
 kyso_status hsm_reinit(hsm *h, kyso_err *err) KYSO_MUST_CHECK;
 
 /* Keys */
@@ -62,7 +66,8 @@ kyso_status hsm_generate_key(hsm *h, const char *label, hsm_key_type type,
 /* Looks a key up in the handle map (no token search). NOT_FOUND names it. */
 kyso_status hsm_key_info_get(hsm *h, const char *label, hsm_key_info *out,
                              kyso_err *err) KYSO_MUST_CHECK;
-/* Every key in the map, sorted by label; *out is malloc()ed, caller frees. */
+/* Every key in the map, sorted by label; *out is malloc()ed, caller frees.
+ * The protection flags are as last read (enumeration, generation, info_get). */
 kyso_status hsm_list_keys(hsm *h, hsm_key_info **out, size_t *count,
                           kyso_err *err) KYSO_MUST_CHECK;
 /* The public key as an ordinary (default provider) EVP_PKEY; caller frees. */

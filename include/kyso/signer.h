@@ -35,7 +35,8 @@ kyso_status signer_import_certificate(signer *s, const char *label, X509 *cert,
                                       STACK_OF(X509) *chain,
                                       kyso_err *err) KYSO_MUST_CHECK;
 /* NOT_FOUND if no certificate was imported for label. Caller frees both
- * (X509_free, OSSL_STACK_OF_X509_free); chain_out may be NULL. */
+ * (X509_free, sk_X509_pop_free(chain, X509_free)); they are shared with the
+ * signer's cache, so read-only. chain_out may be NULL. */
 kyso_status signer_certificate(signer *s, const char *label, X509 **cert_out,
                                STACK_OF(X509) **chain_out,
                                kyso_err *err) KYSO_MUST_CHECK;
@@ -50,7 +51,8 @@ kyso_status signer_make_csr(signer *s, const char *label, const char *subject,
 /* Detached CMS SignedData over doc, SHA-256, CAdES-BES signed attributes
  * (content-type, message-digest, signing-time, signing-certificate-v2),
  * the signer certificate and its chain included. signing_time 0 = now.
- * *der is OPENSSL_malloc()ed. */
+ * *der is OPENSSL_malloc()ed. NOT_FOUND: no such key; FAILED_PRECONDITION:
+ * no certificate imported; an HSM failure keeps the HSM's status. */
 kyso_status signer_sign_cms(signer *s, const char *label,
                             signer_rsa_scheme scheme, const uint8_t *doc,
                             size_t doc_len, time_t signing_time, uint8_t **der,
@@ -58,15 +60,18 @@ kyso_status signer_sign_cms(signer *s, const char *label,
 
 /* Verification */
 /* Verifies a detached CMS signature over doc against the trust anchors in
- * store (chain, signature, message digest, signing-certificate-v2).
- * On success the signer certificate is returned in *signer_out if non-NULL. */
+ * store (chain, signature, message digest, signing-certificate-v2); the
+ * store's verify params set purpose and time. INVALID_ARGUMENT: not a
+ * detached SignedData; FAILED_PRECONDITION: it does not verify (reason in
+ * the message). On success the signer certificate is returned in
+ * *signer_out if non-NULL. */
 kyso_status signer_verify_cms(X509_STORE *store, const uint8_t *sig,
                               size_t sig_len, const uint8_t *doc,
                               size_t doc_len, X509 **signer_out,
                               kyso_err *err) KYSO_MUST_CHECK;
 
 /* For callers and tests that need the provider-backed private key itself
- * (the TSA, later). Caller frees with EVP_PKEY_free. */
+ * (the TSA, later). Caller frees with EVP_PKEY_free, before signer_close. */
 kyso_status signer_private_key(signer *s, const char *label, EVP_PKEY **out,
                                kyso_err *err) KYSO_MUST_CHECK;
 

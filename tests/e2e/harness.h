@@ -1,0 +1,164 @@
+/* kyso end-to-end harness: a throw-away PKI and SoftHSM token in a temp
+ * directory, a real kysod process on a loopback port, one gRPC/TLS client per
+ * identity, and helpers that run the openssl command line. Used from cmocka
+ * tests: a helper that cannot go on fails the current test itself, printing
+ * got/want and the tail of kysod's stderr. Main thread only, except
+ * e2e_key_ref and e2e_sha256_hex (and kyso_client itself, which is
+ * thread-safe). */
+#ifndef KYSO_E2E_HARNESS_H
+#define KYSO_E2E_HARNESS_H
+
+#include <protobuf-c/protobuf-c.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "kyso/client.h"
+#include "kyso/v1/common.pb-c.h"
+#include "kyso/v1/signer.pb-c.h"
+
+/* Who calls: each identity is its own client certificate (or none). */
+typedef enum {
+  E2E_DMS,       /* client.pem, [caller.dms] roles=service */
+  E2E_OPS,       /* operator.pem, [caller.ops] roles=operator */
+  E2E_ARCH,      /* archivist.pem, [caller.arch] roles=archivist */
+  E2E_ANON,      /* no client certificate */
+  E2E_STRANGER,  /* stranger.pem: issued by our CA, not registered */
+  E2E_DMS_BIG,   /* client.pem with a 16 MiB send limit: lets the server refuse */
+  E2E_IDENTITIES
+} e2e_ident;
+
+typedef struct e2e {
+  char dir[256];          /* the run's temp directory */
+  char pki[300];          /* DIR/pki: root.pem, chain.pem, NAME.pem + NAME.key */
+  char config[300];       /* kysod's INI */
+  char pin_file[300];
+  char hsm_conf[300];     /* SOFTHSM2_CONF */
+  char token[32];
+  char pin[40];
+  char stderr_path[300];  /* kysod's stderr of the current/last start */
+  pid_t pid;              /* running kysod, or 0 */
+  int port;
+  int stdout_fd;          /* read end of kysod's stdout pipe */
+  int starts;
+  kyso_client *clients[E2E_IDENTITIES];
+} e2e;
+
+/* Lifecycle */
+/* Temp dir, PKI, SoftHSM token, PIN file, kysod config. NULL on failure
+ * (after printing why). */
+e2e *e2e_new(void);
+/* Stops kysod if running (SIGKILL: teardown after a failure), closes clients,
+ * removes the temp dir unless KYSO_KEEP_TMP is set. NULL is fine. */
+void e2e_free(e2e *e);
+/* Spawns kysod with SOFTHSM2_CONF plus extra_env ("K=V", NULL-terminated,
+ * may be NULL) and waits for "kysod: ready on ... port N"; opens the clients.
+ * Returns 0 when ready; otherwise fails the test, printing kysod's stderr. */
+int e2e_start(e2e *e, const char *const *extra_env);
+/* Like e2e_start, but for a kysod expected to exit before it is ready:
+ * returns 0 and its wait status in *wstatus if it exited, -1 if it got ready
+ * (it is then stopped). */
+int e2e_start_expect_exit(e2e *e, const char *const *extra_env, int *wstatus);
+/* SIGTERM + waitpid; fails the test unless kysod exits with status 0 and its
+ * stderr is clean (e2e_check_log_clean). */
+int e2e_stop(e2e *e);
+/* Replaces the PIN file's content (0600). */
+void e2e_write_pin(e2e *e, const char *pin);
+
+/* Calls */
+/* One unary call on identity who's client with raw request bytes. */
+int e2e_call_raw(e2e *e, e2e_ident who, const char *method, const uint8_t *req,
+                 size_t len, int64_t timeout_ms, kyso_reply *reply);
+/* Packs req, calls, and unpacks the response into *resp when the status is
+ * OK (resp may be NULL). Returns the gRPC status; msg (may be NULL) gets the
+ * status message. */
+int e2e_call(e2e *e, e2e_ident who, const char *method, const ProtobufCMessage *req,
+             const ProtobufCMessageDescriptor *resp_desc, int64_t timeout_ms,
+             ProtobufCMessage **resp, char *msg, size_t msg_size);
+
+/* Keys and signing (harness_keys.c) */
+/* Fills a KeyRef: for KEY_ROLE_SEAL name is the unit (applied by account
+ * "van.thu", the clerk), otherwise the account. Strings are not copied. */
+void e2e_key_ref(Kyso__V1__KeyRef *ref, Kyso__V1__KeyRole role, const char *name);
+/* Keys.Generate only (no certificate), as the operator. */
+int e2e_generate_key(e2e *e, Kyso__V1__KeyRole role, const char *name,
+                     Kyso__V1__KeyAlgorithm alg);
+/* Keys.Generate -> Keys.CreateCsr -> pki.sh issue (signer|seal profile) ->
+ * Keys.ImportCertificate (leaf as DER, chain.pem as PEM), as the operator. */
+int e2e_provision_key(e2e *e, Kyso__V1__KeyRole role, const char *name,
+                      Kyso__V1__KeyAlgorithm alg);
+/* Signer.Sign of doc by identity who with the key (role, name); request_id
+ * may be NULL. Returns the gRPC status; *resp (OK only) is the caller's to
+ * free with kyso__v1__sign_response__free_unpacked. */
+int e2e_sign(e2e *e, e2e_ident who, Kyso__V1__KeyRole role, const char *name, int rsa_scheme,
+             const uint8_t *doc, size_t len, const char *request_id, int64_t timeout_ms,
+             Kyso__V1__SignResponse **resp, char *msg, size_t msg_size);
+/* What a CMS signature says about itself. */
+typedef struct e2e_cms_info {
+  int sig_nid;          /* signature algorithm (NID_rsassaPss, NID_ecdsa_with_SHA256 ...) */
+  int ec_r_len, ec_s_len; /* ECDSA only: minimal byte lengths of r and s */
+  int ec_high_bit;      /* ECDSA: r or s has its top bit set (DER adds 0x00) */
+  int ec_der_canonical; /* ECDSA: re-encoding gives the same bytes */
+} e2e_cms_info;
+/* Parses a DER CMS SignedData; fails the test if it does not parse. */
+void e2e_cms_inspect(const uint8_t *der, size_t len, e2e_cms_info *out);
+/* SubjectPublicKeyInfo DER of a DER certificate (malloc()ed), NULL if bad. */
+uint8_t *e2e_cert_spki(const uint8_t *cert, size_t cert_len, size_t *spki_len);
+
+/* Processes and files */
+/* Runs argv (PATH lookup) with stdout+stderr to out_file (NULL: /dev/null);
+ * returns the exit status, or -1 if it did not exit normally. */
+int e2e_run(const char *const *argv, const char *out_file);
+/* Runs `sh -c script` the same way. */
+int e2e_sh(const char *out_file, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* `openssl cms -verify -cades ...` of sig over doc against root.pem: exit status. */
+int e2e_openssl_verify(e2e *e, const char *doc, const char *sig);
+/* Verifies DIR/<i>.doc with DIR/<i>.doc.p7s for i in [0, count) with
+ * openssl, one `sh -c` loop per 100 files, up to `jobs` loops at a time.
+ * Returns 0 if all verify; otherwise prints which files failed. */
+int e2e_openssl_verify_many(e2e *e, const char *dir, int count, int jobs);
+int e2e_write_file(const char *path, const void *data, size_t len);
+/* Reads a whole file (NUL-terminated, *len excludes the NUL); caller frees. */
+uint8_t *e2e_read_file(const char *path, size_t *len);
+/* 1 if the file contains needle. */
+int e2e_file_contains(const char *path, const char *needle);
+/* Waits (inotify, bounded by timeout_ms) until path contains needle. */
+int e2e_wait_for_text(const char *path, const char *needle, int timeout_ms);
+/* Fails the test if kysod's current stderr file holds an error-level log
+ * line, an "ERROR" or a sanitizer report. */
+void e2e_check_log_clean(e2e *e);
+/* Path under the run's temp dir, in one of 8 rotating static buffers. */
+const char *e2e_path(e2e *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Lower-case hex SHA-256 of data into out[65]. */
+void e2e_sha256_hex(const uint8_t *data, size_t len, char out[65]);
+
+/* Failures: print a message and fail the current cmocka test. */
+#define E2E_FAIL(...) e2e__fail(__FILE__, __LINE__, __VA_ARGS__)
+void e2e__fail(const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4), noreturn));
+/* Integer got/want check. */
+#define E2E_EQ(what, got, want)                                                    \
+  do {                                                                             \
+    long long e2e_g_ = (long long)(got), e2e_w_ = (long long)(want);               \
+    if (e2e_g_ != e2e_w_) E2E_FAIL("%s: got %lld, want %lld", what, e2e_g_, e2e_w_); \
+  } while (0)
+/* String got/want check. */
+#define E2E_STREQ(what, got, want)                                                 \
+  do {                                                                             \
+    const char *e2e_g_ = (got), *e2e_w_ = (want);                                  \
+    if (strcmp(e2e_g_, e2e_w_) != 0)                                               \
+      E2E_FAIL("%s: got \"%s\", want \"%s\"", what, e2e_g_, e2e_w_);               \
+  } while (0)
+
+/* kysod's path, the kyso CLI's path, the fixtures and samples directories:
+ * from the environment (KYSOD, KYSO_CLI, KYSO_FIXTURES, KYSO_SAMPLES) or the
+ * build. */
+const char *e2e_kysod_path(void);
+const char *e2e_cli_path(void);
+const char *e2e_fixtures_dir(void);
+const char *e2e_samples_dir(void);
+
+extern const char *const e2e_grpc_status_names[17];
+
+#endif

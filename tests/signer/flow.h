@@ -1,0 +1,26 @@
+/* kyso tests — the whole life of one signing key, shared by the fake-HSM
+ * and the SoftHSM tests: CSR → `openssl req -verify` → certificate from the
+ * test sub-CA → import (a certificate for another key is refused) → CMS
+ * signature → verified by `openssl cms -verify -cades` and by
+ * signer_verify_cms → a flipped document byte fails both. */
+#ifndef KYSO_TESTS_SIGNER_FLOW_H
+#define KYSO_TESTS_SIGNER_FLOW_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kyso/signer.h"
+
+/* Vietnamese subject used for every test certificate. */
+#define FLOW_SUBJECT "/C=VN/ST=Đồng Nai/O=UBND tỉnh Đồng Nai/OU=Văn phòng/CN=Nguyễn Thị Minh Khai"
+
+/* Makes a CSR for label, has pki_dir's sub-CA issue it, imports it with the
+ * chain. Fails the running test on any error. */
+void flow_certify(signer *s, const char *label, const char *pki_dir);
+/* flow_certify, then signs and checks as described above. */
+void flow_run(signer *s, const char *label, signer_rsa_scheme scheme, const char *pki_dir);
+/* Signs doc and checks it with signer_verify_cms (and, if cli, openssl). */
+void flow_sign_verify(signer *s, const char *label, signer_rsa_scheme scheme,
+                      const char *pki_dir, const uint8_t *doc, size_t doc_len, int cli);
+
+#endif

@@ -1,0 +1,186 @@
+/* kyso tests — the certificate store behind signer_import_certificate and
+ * signer_certificate, over the in-memory HSM: limits, durability across a
+ * restart, replacement, damaged files, hostile labels. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cmocka.h>
+#include <openssl/err.h>
+
+#include "fake_hsm.h"
+#include "flow.h"
+#include "signer_internal.h"
+#include "testutil.h"
+
+typedef struct fixture {
+  char dir[256];
+  char pki[512];
+  char certs[512];
+  hsm *h;
+  signer *s;
+} fixture;
+
+#define TRAVERSAL "../../escape"
+
+static int setup(void **state) {
+  fixture *f = calloc(1, sizeof(*f));
+  kyso_err err = {0};
+  if (f == NULL || !tu_tmpdir("signer-store", f->dir)) return -1;
+  snprintf(f->pki, sizeof(f->pki), "%s/pki", f->dir);
+  snprintf(f->certs, sizeof(f->certs), "%s/certs", f->dir);
+  if (!tu_pki_init(f->pki) || (f->h = fake_hsm_new()) == NULL ||
+      !fake_hsm_add(f->h, "user-1", HSM_KEY_EC_P256) ||
+      !fake_hsm_add(f->h, TRAVERSAL, HSM_KEY_EC_P256) ||
+      signer_open(f->h, f->certs, &f->s, &err) != KYSO_OK) {
+    fprintf(stderr, "setup: %s\n", err.msg);
+    return -1;
+  }
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state) {
+  fixture *f = *state;
+  signer_close(f->s);
+  fake_hsm_free(f->h);
+  tu_rmdir(f->dir);
+  free(f);
+  return 0;
+}
+
+static void test_dir_created_private(void **state) {
+  fixture *f = *state;
+  struct stat sb;
+  assert_int_equal(stat(f->certs, &sb), 0);
+  assert_true(S_ISDIR(sb.st_mode));
+  assert_int_equal(sb.st_mode & 0777, 0700);
+  /* A file where the directory should be. */
+  char path[600];
+  signer *s = NULL;
+  snprintf(path, sizeof(path), "%s/not-a-dir", f->dir);
+  assert_true(tu_write(path, "x", 1));
+  assert_int_equal(signer_open(f->h, path, &s, NULL), KYSO_FAILED_PRECONDITION);
+  assert_null(s);
+}
+
+static void test_lookups(void **state) {
+  fixture *f = *state;
+  X509 *x = (X509 *)1;
+  kyso_err err = {0};
+  assert_int_equal(signer_certificate(f->s, "user-1", &x, NULL, &err), KYSO_NOT_FOUND);
+  assert_null(x);
+  assert_non_null(strstr(err.msg, "user-1"));
+  assert_int_equal(signer_certificate(f->s, "", &x, NULL, NULL), KYSO_INVALID_ARGUMENT);
+  assert_int_equal(signer_certificate(f->s, "bad\x01label", &x, NULL, NULL),
+                   KYSO_INVALID_ARGUMENT);
+  assert_int_equal(signer_import_certificate(f->s, "user-1", NULL, NULL, NULL),
+                   KYSO_INVALID_ARGUMENT);
+}
+
+/* Import, then a re-issued certificate replaces it; a restart reads the
+ * newest from disk; the chain limit holds. */
+static void test_import_replace_restart(void **state) {
+  fixture *f = *state;
+  kyso_err err = {0};
+  X509 *first = NULL, *second = NULL, *x = NULL;
+  STACK_OF(X509) *chain = NULL;
+  flow_certify(f->s, "user-1", f->pki);
+  assert_int_equal(signer_certificate(f->s, "user-1", &first, NULL, NULL), KYSO_OK);
+  flow_certify(f->s, "user-1", f->pki);
+  assert_int_equal(signer_certificate(f->s, "user-1", &second, NULL, NULL), KYSO_OK);
+  assert_int_not_equal(X509_cmp(first, second), 0);
+
+  signer *s2 = NULL;
+  assert_int_equal(signer_open(f->h, f->certs, &s2, &err), KYSO_OK);
+  assert_int_equal(signer_certificate(s2, "user-1", &x, &chain, &err), KYSO_OK);
+  assert_int_equal(X509_cmp(x, second), 0);
+  assert_int_equal(sk_X509_num(chain), 1);
+  X509_free(x);
+
+  /* KYSO_MAX_CERT_CHAIN chain certificates are fine, one more is not. */
+  X509 *sub = sk_X509_value(chain, 0);
+  while (sk_X509_num(chain) < KYSO_MAX_CERT_CHAIN) {
+    X509_up_ref(sub);
+    sk_X509_push(chain, sub);
+  }
+  assert_int_equal(signer_import_certificate(s2, "user-1", second, chain, &err), KYSO_OK);
+  X509_up_ref(sub);
+  sk_X509_push(chain, sub);
+  assert_int_equal(signer_import_certificate(s2, "user-1", second, chain, &err),
+                   KYSO_INVALID_ARGUMENT);
+  assert_non_null(strstr(err.msg, "limit"));
+  signer_close(s2);
+  sk_X509_pop_free(chain, X509_free);
+  X509_free(first);
+  X509_free(second);
+}
+
+/* Unknown key: the HSM's NOT_FOUND. */
+static void test_import_unknown_key(void **state) {
+  fixture *f = *state;
+  X509 *x = NULL;
+  kyso_err err = {0};
+  assert_int_equal(signer_certificate(f->s, "user-1", &x, NULL, NULL), KYSO_OK);
+  assert_int_equal(signer_import_certificate(f->s, "nobody", x, NULL, &err), KYSO_NOT_FOUND);
+  X509_free(x);
+}
+
+/* A label that looks like a path stays a file name inside the directory. */
+static void test_hostile_label(void **state) {
+  fixture *f = *state;
+  char path[700];
+  struct stat sb;
+  flow_certify(f->s, TRAVERSAL, f->pki);
+  snprintf(path, sizeof(path), "%s/%%2E.%%2F..%%2Fescape.pem", f->certs);
+  assert_int_equal(stat(path, &sb), 0);
+  snprintf(path, sizeof(path), "%s/../escape.pem", f->certs);
+  assert_int_not_equal(stat(path, &sb), 0);
+  snprintf(path, sizeof(path), "%s/../../escape.pem", f->certs);
+  assert_int_not_equal(stat(path, &sb), 0);
+}
+
+/* A damaged file is DATA_LOSS naming the file, not a crash or a wrong cert. */
+static void test_damaged_file(void **state) {
+  fixture *f = *state;
+  static const struct {
+    const char *what, *content;
+  } cases[] = {
+      {"garbage", "this is not PEM at all\n"},
+      {"broken base64", "-----BEGIN CERTIFICATE-----\nAAAA!!!!\n-----END CERTIFICATE-----\n"},
+      {"empty", ""},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    char path[700];
+    signer *s2 = NULL;
+    X509 *x = NULL;
+    kyso_err err = {0};
+    snprintf(path, sizeof(path), "%s/user-1.pem", f->certs);
+    assert_true(tu_write(path, cases[i].content, strlen(cases[i].content)));
+    assert_int_equal(signer_open(f->h, f->certs, &s2, NULL), KYSO_OK); /* empty cache */
+    kyso_status st = signer_certificate(s2, "user-1", &x, NULL, &err);
+    if (st != KYSO_DATA_LOSS || strstr(err.msg, path) == NULL)
+      fail_msg("%s: got %s (%s), want DATA_LOSS naming the file", cases[i].what,
+               kyso_strerror(st), err.msg);
+    assert_null(x);
+    signer_close(s2);
+    ERR_clear_error();
+  }
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_dir_created_private),
+      cmocka_unit_test(test_lookups),
+      cmocka_unit_test(test_import_replace_restart),
+      cmocka_unit_test(test_import_unknown_key),
+      cmocka_unit_test(test_hostile_label),
+      cmocka_unit_test(test_damaged_file),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
