@@ -9,6 +9,17 @@
 /* A document signed inline must fit in one message with its metadata. */
 #define KYSO_MAX_INLINE_DOCUMENT (KYSO_MAX_MESSAGE - 64 * 1024)
 
+/* Archived documents: a scanned dossier is tens of MiB; 100 MiB covers the
+ * largest the DMS accepts. Configurable per node (max_document). */
+#define KYSO_MAX_DOCUMENT (100ULL * 1024 * 1024)
+
+/* Streams and blob chunks: 1 MiB keeps one call's memory small and a
+ * chunk well under the gRPC message cap. */
+#define KYSO_CHUNK_SIZE (1024 * 1024)
+
+/* Archive listing page. */
+#define KYSO_MAX_PAGE 1000
+
 /* Account, unit and key names: short printable identifiers, they end up in
  * PKCS#11 labels (CKA_LABEL) and log lines. */
 #define KYSO_MAX_NAME 64

@@ -1,0 +1,140 @@
+/* kyso — the archive: a content-addressed store on RocksDB.
+ *
+ * Two tiers behind one handle:
+ *  - blobs: original bytes named by their SHA-256, stored in chunks with a
+ *    manifest that holds every chunk's hash, so every read re-checks what it
+ *    returns. Local to a node (a node that lacks a blob fetches it by hash);
+ *    the tier to move onto an object store later.
+ *  - records: documents, signatures, certificates, indexes and idempotency
+ *    entries, changed only by commands (serialised, versioned protobuf,
+ *    proto/kyso/store/v1/command.proto) applied by one deterministic function,
+ *    so replication can put the same command bytes through Raft unchanged.
+ * A command and the blob it carries inline commit in one synced WriteBatch;
+ * concurrent submitters share one fsync (group commit). Thread-safe. */
+#ifndef KYSO_ARCHIVE_H
+#define KYSO_ARCHIVE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kyso/status.h"
+
+typedef struct archive archive;
+typedef struct archive_upload archive_upload;
+typedef struct archive_reader archive_reader;
+typedef struct archive_iter archive_iter;
+
+typedef struct archive_opts {
+  const char *dir;          /* RocksDB directory; created if missing */
+  uint64_t max_document;    /* bytes; default KYSO_MAX_DOCUMENT (100 MiB) */
+  uint32_t chunk_size;      /* bytes per blob chunk; default KYSO_CHUNK_SIZE (1 MiB) */
+  unsigned group_commit_max;/* most commands per synced batch; default 256 */
+  int no_sync;              /* tests of the archive alone only: never in kysod */
+} archive_opts;
+
+/* Lifecycle */
+/* Opens (or creates) the store with absolute-consistency WAL recovery:
+ * a damaged write-ahead log is DATA_LOSS with a message saying what the
+ * operator does next, never a silent truncation of acknowledged writes. */
+kyso_status archive_open(const archive_opts *opts, archive **out, kyso_err *err) KYSO_MUST_CHECK;
+void archive_close(archive *a);
+
+/* Blobs */
+/* Stores len bytes as a blob unless present (same bytes stored once);
+ * synced before it returns. sha256 receives the blob id. */
+kyso_status archive_put_blob(archive *a, const uint8_t *data, size_t len, uint8_t sha256[32],
+                             kyso_err *err) KYSO_MUST_CHECK;
+/* Streaming ingestion for large documents, memory bounded by one chunk:
+ * bytes are staged on disk while hashed, then written as chunks (synced)
+ * with the manifest last. RESOURCE_EXHAUSTED past max_document. */
+kyso_status archive_upload_begin(archive *a, archive_upload **out, kyso_err *err) KYSO_MUST_CHECK;
+kyso_status archive_upload_write(archive_upload *u, const uint8_t *data, size_t len,
+                                 kyso_err *err) KYSO_MUST_CHECK;
+/* Commits the blob and frees u. If expect_sha256 is non-NULL and differs,
+ * INVALID_ARGUMENT and nothing is stored. */
+kyso_status archive_upload_finish(archive_upload *u, const uint8_t *expect_sha256,
+                                  uint8_t sha256[32], uint64_t *size,
+                                  kyso_err *err) KYSO_MUST_CHECK;
+void archive_upload_abort(archive_upload *u);
+
+/* NOT_FOUND naming the id if absent. */
+kyso_status archive_blob_size(archive *a, const uint8_t sha256[32], uint64_t *size,
+                              kyso_err *err) KYSO_MUST_CHECK;
+/* Reads a blob chunk by chunk; each chunk is checked against the manifest's
+ * hash before it is handed out, and the whole blob against its id at the
+ * end: DATA_LOSS naming the id otherwise. */
+kyso_status archive_reader_open(archive *a, const uint8_t sha256[32], archive_reader **out,
+                                kyso_err *err) KYSO_MUST_CHECK;
+/* *data points into the reader (valid until the next call); *len 0 = end. */
+kyso_status archive_reader_next(archive_reader *r, const uint8_t **data, size_t *len,
+                                kyso_err *err) KYSO_MUST_CHECK;
+void archive_reader_close(archive_reader *r);
+/* Whole blob into memory (small documents); caller frees *data. */
+kyso_status archive_read_blob(archive *a, const uint8_t sha256[32], size_t max,
+                              uint8_t **data, size_t *len, kyso_err *err) KYSO_MUST_CHECK;
+
+/* Records: commands */
+/* Applies one serialised command (kyso.store.v1.Command) durably: queued for
+ * the group-commit writer, applied deterministically into a WriteBatch with
+ * others, synced, then answered. blob/blob_len, when non-NULL, is stored in
+ * the same batch (the document of an inline Sign). *result receives the
+ * serialised kyso.store.v1.CommandResult (caller frees): for a request id
+ * already applied it is the first result, and nothing new is written. */
+kyso_status archive_submit(archive *a, const uint8_t *command, size_t command_len,
+                           const uint8_t *blob, size_t blob_len, uint8_t **result,
+                           size_t *result_len, kyso_err *err) KYSO_MUST_CHECK;
+
+/* Records: reads. Values are serialised kyso.store.v1 messages; caller
+ * frees *value. NOT_FOUND naming the key. */
+kyso_status archive_get_document(archive *a, const uint8_t sha256[32], uint8_t **value,
+                                 size_t *len, kyso_err *err) KYSO_MUST_CHECK;
+kyso_status archive_get_signature(archive *a, const uint8_t id[32], uint8_t **value, size_t *len,
+                                  kyso_err *err) KYSO_MUST_CHECK;
+kyso_status archive_get_certificate(archive *a, const uint8_t sha256[32], uint8_t **der,
+                                    size_t *len, kyso_err *err) KYSO_MUST_CHECK;
+/* The first result of (principal, request_id), if that request completed. */
+kyso_status archive_find_request(archive *a, const char *principal, const char *request_id,
+                                 uint8_t **result, size_t *result_len,
+                                 kyso_err *err) KYSO_MUST_CHECK;
+
+/* Listing */
+typedef enum {
+  ARCHIVE_BY_UNIT_DATE = 1,    /* key: unit, date range */
+  ARCHIVE_BY_ACCOUNT_DATE = 2, /* key: account, date range */
+  ARCHIVE_BY_NUMBER = 3,       /* key: unit, exact number/notation in `from` */
+} archive_index;
+
+typedef struct archive_query {
+  archive_index index;
+  const char *key;          /* unit or account */
+  const char *from;         /* inclusive, "YYYY-MM-DD" (or number) ; NULL/"" = open */
+  const char *to;           /* inclusive, "YYYY-MM-DD"; NULL/"" = open */
+  const char *page_token;   /* from the previous page; NULL/"" = first page */
+  uint32_t page_size;       /* 1..1000; 0 = 100 */
+} archive_query;
+
+/* One page of document ids in index order; *ids is malloc()ed (count x 32
+ * bytes); next_token ("" at the end) is at most 512 bytes. */
+kyso_status archive_list(archive *a, const archive_query *q, uint8_t **ids, size_t *count,
+                         char next_token[513], kyso_err *err) KYSO_MUST_CHECK;
+
+/* Fixity and backup */
+typedef struct archive_scrub_report {
+  uint64_t blobs, blobs_bad;
+  uint64_t documents, documents_bad;
+  uint64_t signatures, signatures_bad;
+  uint64_t bytes;
+} archive_scrub_report;
+/* Called for each problem found (what: "blob", "document", "signature"; the
+ * id; a reason) and for progress (problem == NULL) every so often. Return
+ * non-zero to stop. */
+typedef int (*archive_scrub_cb)(void *ctx, const char *what, const uint8_t id[32],
+                                const char *problem, const archive_scrub_report *so_far);
+/* Re-hashes every blob chunk and blob, checks every document's blob and
+ * signatures exist and every signature's document exists. */
+kyso_status archive_scrub(archive *a, archive_scrub_cb cb, void *ctx, archive_scrub_report *out,
+                          kyso_err *err) KYSO_MUST_CHECK;
+/* A consistent RocksDB checkpoint in dir (must not exist), while serving. */
+kyso_status archive_checkpoint(archive *a, const char *dir, kyso_err *err) KYSO_MUST_CHECK;
+
+#endif
