@@ -25,6 +25,10 @@ int cli_keys(cli *c, int argc, char **argv);
 int cli_sign(cli *c, int argc, char **argv);
 int cli_verify(cli *c, int argc, char **argv);
 int cli_health(cli *c, int argc, char **argv);
+int cli_archive(cli *c, int argc, char **argv);
+
+/* Opens c->client on first use; prints why not and returns 1 otherwise. */
+int cli_connect(cli *c);
 
 /* One unary call with a protobuf-c request; on success *out is the unpacked
  * response (caller frees with protobuf_c_message_free_unpacked). Prints the

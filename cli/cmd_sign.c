@@ -13,7 +13,8 @@
 #include "kyso/v1/signer.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
 
-enum { S_ACCOUNT = 1, S_UNIT, S_SEAL, S_PSS, S_NUMBER, S_TITLE, S_DATE, S_MEDIA, S_TYPE, S_OUT, S_REQID, S_CA };
+enum { S_ACCOUNT = 1, S_UNIT, S_SEAL, S_PSS, S_NUMBER, S_TITLE, S_DATE, S_MEDIA, S_TYPE, S_OUT, S_REQID, S_CA,
+       S_ARCHIVE_ID, S_NO_ARCHIVE };
 
 static const struct option sign_longopts[] = {
     {"account", required_argument, NULL, S_ACCOUNT}, {"unit", required_argument, NULL, S_UNIT},
@@ -22,6 +23,7 @@ static const struct option sign_longopts[] = {
     {"date", required_argument, NULL, S_DATE},       {"media-type", required_argument, NULL, S_MEDIA},
     {"type", required_argument, NULL, S_TYPE},       {"out", required_argument, NULL, S_OUT},
     {"request-id", required_argument, NULL, S_REQID}, {"ca", required_argument, NULL, S_CA},
+    {"archive-id", required_argument, NULL, S_ARCHIVE_ID}, {"no-archive", no_argument, NULL, S_NO_ARCHIVE},
     {"help", no_argument, NULL, 'h'},                {NULL, 0, NULL, 0}};
 
 static int write_file(const char *path, const uint8_t *p, size_t n) {
@@ -35,9 +37,14 @@ static int write_file(const char *path, const uint8_t *p, size_t n) {
 int cli_sign(cli *c, int argc, char **argv) {
   static const char help[] =
       "Usage: kyso sign (--account NAME | --seal --unit CODE) [OPTIONS] DOC...\n"
+      "       kyso sign (--account NAME | --seal --unit CODE) --archive-id ID --out FILE\n"
       "\n"
       "Signs each DOC in the node's HSM and writes DOC.p7s: a detached CMS\n"
-      "signature (CAdES-BES, SHA-256) that `openssl cms -verify` checks.\n"
+      "signature (CAdES-BES, SHA-256) that `openssl cms -verify` checks. The node\n"
+      "archives the document and the signature and prints the archive id.\n"
+      "  --archive-id ID    sign a document already archived (kyso archive put),\n"
+      "                     of any size, instead of sending its bytes\n"
+      "  --no-archive       do not keep the document and signature on the node\n"
       "  --account NAME     sign with this official's personal key\n"
       "  --seal --unit CODE apply unit CODE's seal (as --account, if given)\n"
       "  --pss              RSA keys: RSASSA-PSS instead of PKCS#1 v1.5\n"
@@ -62,17 +69,33 @@ int cli_sign(cli *c, int argc, char **argv) {
       case S_TYPE: meta.document_type = optarg; break;
       case S_OUT: out = optarg; break;
       case S_REQID: req.request_id = optarg; break;
+      case S_ARCHIVE_ID: req.archive_id = optarg; break;
+      case S_NO_ARCHIVE: req.skip_archive = 1; break;
       case 'h': fputs(help, stdout); return 0;
       default: fputs(help, stderr); return 2;
     }
   }
-  if (optind >= argc) return cli_fail("give at least one document; see `kyso sign --help`");
-  if (out && argc - optind > 1) return cli_fail("--out works with one document only");
   Kyso__V1__KeyRef ref;
   if (cli_key_ref(account, unit, seal, &ref)) return 2;
   req.key = &ref;
   req.metadata = &meta;
   req.format = KYSO__V1__SIGNATURE_FORMAT__SIGNATURE_FORMAT_CADES_BES;
+  if (req.archive_id[0]) {
+    if (optind != argc || out == NULL)
+      return cli_fail("--archive-id signs an archived document: give --out FILE and no DOC");
+    Kyso__V1__SignResponse *resp = NULL;
+    rc = cli_call(c, "/kyso.v1.Signer/Sign", &req.base, &kyso__v1__sign_response__descriptor,
+                  (ProtobufCMessage **)&resp);
+    if (rc) return rc;
+    rc = write_file(out, resp->signature.data, resp->signature.len);
+    if (rc == 0)
+      printf("signed archived %s -> %s (key %s, signature %u, %s)\n", resp->archive_id, out,
+             resp->key_label, resp->signature_order, resp->signing_time);
+    kyso__v1__sign_response__free_unpacked(resp, NULL);
+    return rc;
+  }
+  if (optind >= argc) return cli_fail("give at least one document; see `kyso sign --help`");
+  if (out && argc - optind > 1) return cli_fail("--out works with one document only");
   for (int i = optind; i < argc && rc == 0; i++) {
     kyso_buf doc;
     kyso_err err = {0};
@@ -89,8 +112,10 @@ int cli_sign(cli *c, int argc, char **argv) {
       if (!out) strncat(sig_path, ".p7s", sizeof(sig_path) - strlen(sig_path) - 1);
       rc = write_file(sig_path, resp->signature.data, resp->signature.len);
       if (rc == 0)
-        printf("signed %s -> %s (key %s, sha256 %s, %s)\n", argv[i], sig_path, resp->key_label,
-               resp->document_sha256, resp->signing_time);
+        printf("signed %s -> %s (key %s, archive id %s, signature %u%s, %s)\n", argv[i],
+               sig_path, resp->key_label,
+               resp->archive_id[0] ? resp->archive_id : resp->document_sha256,
+               resp->signature_order, resp->replayed ? ", replayed" : "", resp->signing_time);
     }
     kyso__v1__sign_response__free_unpacked(resp, NULL);
     kyso_buf_free(&doc, 0);

@@ -21,6 +21,7 @@ static void usage(FILE *f) {
           "  keys         list keys\n"
           "  sign         sign documents (detached CAdES-BES signatures)\n"
           "  verify       verify a detached signature locally against a trust anchor\n"
+          "  archive      put, get, stat, ls, scrub, backup archived documents\n"
           "  health       ask the node whether it serves\n"
           "\n"
           "Options (before COMMAND; they override the [cli] section of --config):\n"
@@ -50,6 +51,7 @@ static const struct {
 } commands[] = {
     {"keygen", cli_keygen}, {"csr", cli_csr},       {"cert", cli_cert},     {"keys", cli_keys},
     {"sign", cli_sign},     {"verify", cli_verify}, {"health", cli_health},
+    {"archive", cli_archive},
 };
 
 static int set_opt(char *dst, size_t size, const char *v) {
@@ -127,29 +129,29 @@ out:
   return rc;
 }
 
+int cli_connect(cli *c) {
+  kyso_err err = {0};
+  if (c->client != NULL) return 0;
+  if (c->cfg.cli_ca[0] == '\0')
+    return cli_fail("no trust anchor for the node's certificate: give --ca FILE or set "
+                    "ca in the [cli] section of --config");
+  kyso_client_opts o = {.target = c->cfg.cli_address,
+                        .ca_file = c->cfg.cli_ca,
+                        .cert_file = c->cfg.cli_cert[0] ? c->cfg.cli_cert : NULL,
+                        .key_file = c->cfg.cli_key[0] ? c->cfg.cli_key : NULL,
+                        .server_name = c->cfg.cli_server_name[0] ? c->cfg.cli_server_name : NULL,
+                        .max_message = KYSO_MAX_MESSAGE};
+  if (kyso_client_open(&o, &c->client, &err) != KYSO_OK) return cli_fail("%s", err.msg);
+  return 0;
+}
+
 int cli_call(cli *c, const char *method, const ProtobufCMessage *req,
              const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **out) {
   kyso_err err = {0};
   kyso_reply reply = {0};
   uint8_t *buf = NULL;
   int rc = 1;
-  if (c->client == NULL) {
-    if (c->cfg.cli_ca[0] == '\0') {
-      rc = cli_fail("no trust anchor for the node's certificate: give --ca FILE or set "
-                    "ca in the [cli] section of --config");
-      goto out;
-    }
-    kyso_client_opts o = {.target = c->cfg.cli_address,
-                          .ca_file = c->cfg.cli_ca,
-                          .cert_file = c->cfg.cli_cert[0] ? c->cfg.cli_cert : NULL,
-                          .key_file = c->cfg.cli_key[0] ? c->cfg.cli_key : NULL,
-                          .server_name = c->cfg.cli_server_name[0] ? c->cfg.cli_server_name : NULL,
-                          .max_message = KYSO_MAX_MESSAGE};
-    if (kyso_client_open(&o, &c->client, &err) != KYSO_OK) {
-      rc = cli_fail("%s", err.msg);
-      goto out;
-    }
-  }
+  if (cli_connect(c) != 0) goto out;
   size_t n = protobuf_c_message_get_packed_size(req);
   buf = malloc(n ? n : 1);
   if (buf == NULL) goto out;

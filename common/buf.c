@@ -54,6 +54,26 @@ void kyso_hex(const uint8_t *p, size_t n, char *out) {
   out[2 * n] = '\0';
 }
 
+static int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+kyso_status kyso_unhex(const char *hex, uint8_t *out, size_t n, const char *what,
+                       kyso_err *err) {
+  if (hex == NULL || strlen(hex) != 2 * n)
+    return kyso_fail(err, KYSO_INVALID_ARGUMENT, "%s must be %zu hex digits", what, 2 * n);
+  for (size_t i = 0; i < n; i++) {
+    int hi = hex_value(hex[2 * i]), lo = hex_value(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0)
+      return kyso_fail(err, KYSO_INVALID_ARGUMENT, "%s must be %zu hex digits", what, 2 * n);
+    out[i] = (uint8_t)(hi << 4 | lo);
+  }
+  return KYSO_OK;
+}
+
 kyso_status kyso_read_file(const char *path, size_t max, kyso_buf *out,
                            kyso_err *err) {
   kyso_status st = KYSO_OK;

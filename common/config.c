@@ -29,6 +29,8 @@ static void set_defaults(kyso_config *cfg) {
   cfg->max_message = KYSO_MAX_MESSAGE;
   cfg->shutdown_grace_ms = 10000;
   cfg->hsm_sessions = 8;
+  cfg->max_document = KYSO_MAX_DOCUMENT;
+  cfg->group_commit_max = 256;
   snprintf(cfg->hsm_module, sizeof(cfg->hsm_module), "/usr/lib/softhsm/libsofthsm2.so");
 }
 
@@ -160,6 +162,16 @@ static int on_entry(void *user, const char *section, const char *name, const cha
   if (IS("server", "shutdown_grace_ms")) {
     if (!set_uint(c, &v, value, 0, 600000)) return 0;
     cfg->shutdown_grace_ms = (int)v;
+    return 1;
+  }
+  if (IS("archive", "max_document")) {
+    if (!set_uint(c, &v, value, 1024, 4UL * 1024 * 1024 * 1024)) return 0;
+    cfg->max_document = v;
+    return 1;
+  }
+  if (IS("archive", "group_commit_max")) {
+    if (!set_uint(c, &v, value, 1, 4096)) return 0;
+    cfg->group_commit_max = (unsigned)v;
     return 1;
   }
   if (IS("tls", "cert")) return set_path(c, cfg->tls_cert, sizeof(cfg->tls_cert), value);

@@ -144,11 +144,29 @@ for f in "$demo"/out/*.p7s; do
   ok=$((ok + 1))
 done
 
+say "9. The archive: each document kept once, by its SHA-256, with its signature chain"
+first=$(ls "$root"/deploy/samples/ | head -1)
+id=$(sha256sum "$demo/out/$first" | cut -d' ' -f1)
+k archive stat "$id"
+k archive get "$id" --out "$demo/out/$first.from-archive"
+cmp "$demo/out/$first" "$demo/out/$first.from-archive" && echo "the archived original is byte-identical"
+echo "A 20 MiB document goes in by streaming, and is signed by its archive id:"
+head -c $((20 * 1024 * 1024)) /dev/urandom > "$demo/out/scan.bin"
+k archive put "$demo/out/scan.bin" --unit H37.DN.001 --number "46/QD-UBND" --date "$(date +%F)"
+big=$(sha256sum "$demo/out/scan.bin" | cut -d' ' -f1)
+k sign --account nguyen.van.a --archive-id "$big" --out "$demo/out/scan.bin.p7s"
+openssl cms -verify -cades -binary -content "$demo/out/scan.bin" -inform DER -in "$demo/out/scan.bin.p7s" \
+  -CAfile "$demo/pki/root.pem" -purpose any -out /dev/null
+k archive ls --unit H37.DN.001
+k archive scrub
+k archive backup "$demo/backup-$(date +%Y%m%d-%H%M%S)"
+
 say "Done: $ok signatures made in the HSM and verified"
 cat <<EOF2
 kysod is still running (pid $(cat "$demo/kysod.pid")), so you can carry on by hand:
   build/cli/kyso --config demo/kyso.conf keys
   build/cli/kyso --config demo/kyso.conf sign --account nguyen.van.a YOUR.pdf
+  build/cli/kyso --config demo/kyso.conf archive ls --unit H37.DN.001
   openssl cms -verify -cades -binary -content YOUR.pdf -inform DER -in YOUR.pdf.p7s -CAfile demo/pki/root.pem -purpose any
 Stop it with: deploy/quickstart.sh --stop
 EOF2

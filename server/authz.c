@@ -20,6 +20,10 @@ static const struct {
     {"keys.csr", KYSO_ROLE_OPERATOR},
     {"keys.import", KYSO_ROLE_OPERATOR},
     {"keys.list", KYSO_ROLE_OPERATOR | KYSO_ROLE_SERVICE | KYSO_ROLE_ARCHIVIST},
+    {"archive.put", KYSO_ROLE_SERVICE},
+    {"archive.read", KYSO_ROLE_SERVICE | KYSO_ROLE_ARCHIVIST},
+    {"archive.scrub", KYSO_ROLE_ARCHIVIST | KYSO_ROLE_OPERATOR},
+    {"archive.backup", KYSO_ROLE_OPERATOR},
 };
 
 static void roles_text(unsigned roles, char *out, size_t size) {

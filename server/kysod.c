@@ -17,12 +17,19 @@
 #include "kysod.h"
 
 static const rpc_method methods[] = {
-    {"/kyso.v1.Signer/Sign", "sign", kysod__signer_sign},
-    {"/kyso.v1.Keys/Generate", "keys.generate", kysod__keys_generate},
-    {"/kyso.v1.Keys/CreateCsr", "keys.csr", kysod__keys_create_csr},
-    {"/kyso.v1.Keys/ImportCertificate", "keys.import", kysod__keys_import_certificate},
-    {"/kyso.v1.Keys/List", "keys.list", kysod__keys_list},
-    {"/grpc.health.v1.Health/Check", "health", kysod__health_check},
+    {"/kyso.v1.Signer/Sign", "sign", kysod__signer_sign, RPC_UNARY},
+    {"/kyso.v1.Keys/Generate", "keys.generate", kysod__keys_generate, RPC_UNARY},
+    {"/kyso.v1.Keys/CreateCsr", "keys.csr", kysod__keys_create_csr, RPC_UNARY},
+    {"/kyso.v1.Keys/ImportCertificate", "keys.import", kysod__keys_import_certificate,
+     RPC_UNARY},
+    {"/kyso.v1.Keys/List", "keys.list", kysod__keys_list, RPC_UNARY},
+    {"/kyso.v1.Archive/Put", "archive.put", kysod__archive_put, RPC_CLIENT_STREAMING},
+    {"/kyso.v1.Archive/Get", "archive.read", kysod__archive_get, RPC_SERVER_STREAMING},
+    {"/kyso.v1.Archive/Stat", "archive.read", kysod__archive_stat, RPC_UNARY},
+    {"/kyso.v1.Archive/List", "archive.read", kysod__archive_list, RPC_UNARY},
+    {"/kyso.v1.Archive/Scrub", "archive.scrub", kysod__archive_scrub, RPC_SERVER_STREAMING},
+    {"/kyso.v1.Archive/Backup", "archive.backup", kysod__archive_backup, RPC_UNARY},
+    {"/grpc.health.v1.Health/Check", "health", kysod__health_check, RPC_UNARY},
 };
 
 static void usage(FILE *f) {
@@ -64,6 +71,17 @@ static kyso_status open_hsm(kysod *d, kyso_err *err) {
   st = hsm_open(&ho, &d->hsm, err);
 out:
   kyso_wipe(pin, sizeof(pin));
+  return st;
+}
+
+static kyso_status open_archive(kysod *d, kyso_err *err) {
+  char dir[KYSO_PATH_MAX + 16];
+  snprintf(dir, sizeof(dir), "%s/archive", d->cfg.data_dir);
+  archive_opts ao = {.dir = dir,
+                     .max_document = d->cfg.max_document,
+                     .group_commit_max = d->cfg.group_commit_max};
+  kyso_status st = archive_open(&ao, &d->archive, err);
+  if (st != KYSO_OK) kyso_err_wrap(err, "opening the archive in '%s'", dir);
   return st;
 }
 
@@ -124,6 +142,7 @@ int main(int argc, char **argv) {
   if (load_client_store(&d, &err) != KYSO_OK) goto fail;
   if (open_hsm(&d, &err) != KYSO_OK) goto fail;
   if (open_signer(&d, &err) != KYSO_OK) goto fail;
+  if (open_archive(&d, &err) != KYSO_OK) goto fail;
   if (check_only) {
     printf("kysod: configuration '%s' is valid and token '%s' opened\n", config_path,
            d.cfg.hsm_token);
@@ -168,6 +187,7 @@ fail:
   rc = 2;
 out:
   rpc_server_shutdown(srv, 0);
+  archive_close(d.archive);
   signer_close(d.signer);
   hsm_close(d.hsm);
   X509_STORE_free(d.client_store);

@@ -5,6 +5,7 @@
 #include <openssl/x509.h>
 #include <stdatomic.h>
 
+#include "kyso/archive.h"
 #include "kyso/config.h"
 #include "kyso/hsm.h"
 #include "kyso/rpc.h"
@@ -17,6 +18,7 @@ typedef struct kysod {
   kyso_config cfg;
   hsm *hsm;
   signer *signer;
+  archive *archive;
   X509_STORE *client_store; /* trust anchors for client certificates */
   int test_sign_delay_ms;   /* fault injection for tests (KYSO_TEST_SIGN_DELAY_MS) */
   atomic_int serving;
@@ -43,6 +45,19 @@ struct Kyso__V1__SignRequest;
 kyso_status kysod__check_sign_request(const struct Kyso__V1__SignRequest *req, size_t max_doc,
                                       kyso_err *err) KYSO_MUST_CHECK;
 
+/* Metadata checks shared by Sign and Archive.Put (m may be NULL). */
+struct Kyso__V1__DocumentMetadata;
+kyso_status kysod__check_metadata(const struct Kyso__V1__DocumentMetadata *m,
+                                  kyso_err *err) KYSO_MUST_CHECK;
+
+/* A document as the API shows it (kyso.v1.DocumentInfo), built from the
+ * archive's records; owns everything it points to. */
+typedef struct kysod_doc_view kysod_doc_view;
+kyso_status kysod__doc_view(kysod *d, const uint8_t id[32], int include_cms,
+                            kysod_doc_view **out, kyso_err *err) KYSO_MUST_CHECK;
+struct Kyso__V1__DocumentInfo *kysod__doc_view_info(kysod_doc_view *v);
+void kysod__doc_view_free(kysod_doc_view *v);
+
 /* Service handlers (one per RPC), all run through the rpc layer's dispatch. */
 void kysod__signer_sign(rpc_call *call, void *app);
 void kysod__keys_generate(rpc_call *call, void *app);
@@ -50,6 +65,12 @@ void kysod__keys_create_csr(rpc_call *call, void *app);
 void kysod__keys_import_certificate(rpc_call *call, void *app);
 void kysod__keys_list(rpc_call *call, void *app);
 void kysod__health_check(rpc_call *call, void *app);
+void kysod__archive_put(rpc_call *call, void *app);
+void kysod__archive_get(rpc_call *call, void *app);
+void kysod__archive_stat(rpc_call *call, void *app);
+void kysod__archive_list(rpc_call *call, void *app);
+void kysod__archive_scrub(rpc_call *call, void *app);
+void kysod__archive_backup(rpc_call *call, void *app);
 
 /* The key must exist in the token and have a certificate: NOT_FOUND or
  * FAILED_PRECONDITION telling the caller which step is missing. */

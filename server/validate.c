@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "kyso/limits.h"
+#include "kyso/util.h"
 #include "kysod.h"
 
 #include "kyso/v1/signer.pb-c.h"
@@ -102,8 +103,20 @@ int kysod__label_to_ref(char *label_copy, Kyso__V1__KeyRef *ref) {
 kyso_status kysod__check_sign_request(const struct Kyso__V1__SignRequest *req, size_t max_doc,
                                       kyso_err *err) {
   kyso_status st;
-  if (req->document.len == 0)
-    return kyso_fail(err, KYSO_INVALID_ARGUMENT, "document is empty: there is nothing to sign");
+  if (req->archive_id[0] != '\0') {
+    if (req->document.len != 0)
+      return kyso_fail(err, KYSO_INVALID_ARGUMENT,
+                       "give either document or archive_id, not both");
+    if (req->skip_archive)
+      return kyso_fail(err, KYSO_INVALID_ARGUMENT,
+                       "skip_archive cannot be used when signing an archived document");
+    uint8_t id[32];
+    kyso_status idst = kyso_unhex(req->archive_id, id, sizeof(id), "archive_id", err);
+    if (idst != KYSO_OK) return idst;
+  } else if (req->document.len == 0) {
+    return kyso_fail(err, KYSO_INVALID_ARGUMENT,
+                     "document is empty: there is nothing to sign (or give archive_id)");
+  }
   if (req->document.len > max_doc)
     return kyso_fail(err, KYSO_INVALID_ARGUMENT,
                      "document is %zu bytes, more than the %zu a Sign message may carry",
@@ -117,9 +130,16 @@ kyso_status kysod__check_sign_request(const struct Kyso__V1__SignRequest *req, s
                      (int)req->rsa_scheme);
   if ((st = kysod__check_text("request_id", req->request_id, KYSO_MAX_REQUEST_ID, err)) != KYSO_OK)
     return st;
-  const Kyso__V1__DocumentMetadata *m = req->metadata;
+  return kysod__check_metadata(req->metadata, err);
+}
+
+kyso_status kysod__check_metadata(const struct Kyso__V1__DocumentMetadata *m, kyso_err *err) {
+  kyso_status st;
   if (m == NULL) return KYSO_OK;
   if (m->unit[0] && (st = kysod__check_name("metadata.unit", m->unit, err)) != KYSO_OK) return st;
+  if (m->issue_date[0] && (strlen(m->issue_date) != 10 || m->issue_date[4] != '-' ||
+                           m->issue_date[7] != '-'))
+    return kyso_fail(err, KYSO_INVALID_ARGUMENT, "metadata.issue_date must be YYYY-MM-DD");
   const struct { const char *what, *value; } texts[] = {
       {"metadata.number_notation", m->number_notation}, {"metadata.title", m->title},
       {"metadata.issue_date", m->issue_date},           {"metadata.media_type", m->media_type},

@@ -1,9 +1,12 @@
 /* kyso — detached CMS SignedData with CAdES-BES signed attributes, built by
  * OpenSSL in the signer's library context; the signature value comes from
- * the HSM through the kysohsm key. */
+ * the HSM through the kysohsm key. One builder serves both entry points:
+ * signer_sign_cms has CMS_final digest the document, signer_sign_cms_digest
+ * finishes the SignerInfo from a SHA-256 the caller computed. */
 #include <limits.h>
 
 #include <openssl/cms.h>
+#include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/rsa.h>
 
@@ -11,21 +14,23 @@
 
 /* DETACHED: the document is not embedded. BINARY: its bytes are signed as
  * they are (no MIME canonicalisation). CADES: signing-certificate-v2.
- * PARTIAL: we add the signer ourselves, then CMS_final. NOSMIMECAP: no
- * S/MIME capabilities attribute, which means nothing for documents. */
+ * PARTIAL: we add the signer ourselves, then finish. NOSMIMECAP: no S/MIME
+ * capabilities attribute, which means nothing for documents. */
 #define SIGN_FLAGS (CMS_DETACHED | CMS_BINARY | CMS_CADES | CMS_PARTIAL | CMS_NOSMIMECAP)
 
-static kyso_status check_args(signer *s, const char *label, signer_rsa_scheme scheme,
-                              const uint8_t *doc, size_t doc_len, time_t signing_time,
-                              uint8_t **der, size_t *der_len, kyso_err *err) {
+/* What is signed: the document's bytes, or, when sha256 is set, its digest. */
+typedef struct content {
+  const uint8_t *doc;
+  size_t doc_len;
+  const uint8_t *sha256;
+} content;
+
+/* The checks both entry points share; fn names the caller in messages. */
+static kyso_status check_args(const char *fn, signer *s, const char *label,
+                              signer_rsa_scheme scheme, time_t signing_time, uint8_t **der,
+                              size_t *der_len, kyso_err *err) {
   if (s == NULL || der == NULL || der_len == NULL)
-    return kyso_fail(err, KYSO_INVALID_ARGUMENT, "signer_sign_cms: signer and output are required");
-  if (doc == NULL && doc_len > 0)
-    return kyso_fail(err, KYSO_INVALID_ARGUMENT, "signer_sign_cms: the document is NULL");
-  /* BIO_new_mem_buf takes an int length. */
-  if (doc_len > INT_MAX)
-    return kyso_fail(err, KYSO_INVALID_ARGUMENT, "document of %zu bytes is too large to sign",
-                     doc_len);
+    return kyso_fail(err, KYSO_INVALID_ARGUMENT, "%s: signer and output are required", fn);
   if (scheme != SIGNER_RSA_PKCS1 && scheme != SIGNER_RSA_PSS)
     return kyso_fail(err, KYSO_INVALID_ARGUMENT, "unknown RSA signature scheme %d", (int)scheme);
   if (signing_time < 0)
@@ -62,21 +67,67 @@ static int set_signing_time(CMS_SignerInfo *si, time_t t) {
   return ok;
 }
 
-kyso_status signer_sign_cms(signer *s, const char *label, signer_rsa_scheme scheme,
-                            const uint8_t *doc, size_t doc_len, time_t signing_time,
-                            uint8_t **der, size_t *der_len, kyso_err *err) {
+/* CMS_final digests the document and signs (BIO_new_mem_buf wants a
+ * non-NULL pointer, and empty documents are signable). */
+static int finish_content(CMS_ContentInfo *cms, const uint8_t *doc, size_t doc_len) {
+  BIO *in = BIO_new_mem_buf(doc_len > 0 ? (const void *)doc : (const void *)"", (int)doc_len);
+  int ok = in != NULL && CMS_final(cms, in, NULL, SIGN_FLAGS) == 1;
+  BIO_free(in);
+  return ok;
+}
+
+/* The signatureAlgorithm of a SignerInfo whose key context has its own
+ * parameters (RSA-PSS): the context's AlgorithmIdentifier, as CMS_final
+ * sets it (OpenSSL 3.0 cms_SignerInfo_content_sign → ossl_cms_rsa_sign). */
+static int set_pss_algorithm(CMS_SignerInfo *si) {
+  EVP_PKEY_CTX *pctx = CMS_SignerInfo_get0_pkey_ctx(si);
+  unsigned char aid[128];
+  const unsigned char *p = aid;
+  OSSL_PARAM params[2] = {
+      OSSL_PARAM_construct_octet_string(OSSL_SIGNATURE_PARAM_ALGORITHM_ID, aid, sizeof(aid)),
+      OSSL_PARAM_construct_end()};
+  X509_ALGOR *alg = NULL, *got = NULL;
+  CMS_SignerInfo_get0_algs(si, NULL, NULL, NULL, &alg);
+  int ok = pctx != NULL && alg != NULL && EVP_PKEY_CTX_get_params(pctx, params) > 0 &&
+           params[0].return_size > 0 && params[0].return_size <= sizeof(aid) &&
+           (got = d2i_X509_ALGOR(NULL, &p, (long)params[0].return_size)) != NULL &&
+           X509_ALGOR_copy(alg, got);
+  X509_ALGOR_free(got);
+  return ok;
+}
+
+/* What CMS_final does to the SignerInfo once it has the content's digest
+ * (OpenSSL 3.0 cms_SignerInfo_content_sign; 3.2 has CMS_final_digest), with
+ * the digest given: the PSS signatureAlgorithm; message-digest; content-type
+ * from the SignedData's eContentType (id-data); then CMS_SignerInfo_sign,
+ * which adds signing-time when absent and signs the DER of the signed
+ * attributes, a SET OF sorted as it is encoded, so the order they are added
+ * in does not show. CMS_final's version fix-up leaves ours at 1 (issuer and
+ * serial, X.509 certificates only, id-data). The tests compare the DER of
+ * both paths. */
+static int finish_digest(CMS_ContentInfo *cms, CMS_SignerInfo *si, int pss,
+                         const uint8_t *sha256) {
+  const ASN1_OBJECT *ctype = CMS_get0_eContentType(cms);
+  return (!pss || set_pss_algorithm(si)) && ctype != NULL &&
+         CMS_signed_add1_attr_by_NID(si, NID_pkcs9_messageDigest, V_ASN1_OCTET_STRING, sha256,
+                                     SIGNER__DIGEST_LEN) > 0 &&
+         CMS_signed_add1_attr_by_NID(si, NID_pkcs9_contentType, V_ASN1_OBJECT, ctype, -1) > 0 &&
+         CMS_SignerInfo_sign(si) == 1;
+}
+
+/* The builder behind both entry points, arguments checked: label's key and
+ * certificate, a detached SignedData with the chain and one SignerInfo
+ * (signing-certificate-v2, signing-time when given), finished over c and
+ * DER-encoded into *der (OPENSSL_malloc()ed). */
+static kyso_status sign(signer *s, const char *label, signer_rsa_scheme scheme,
+                        const content *c, time_t signing_time, uint8_t **der, size_t *der_len,
+                        kyso_err *err) {
   kyso_status st;
   EVP_PKEY *key = NULL;
   X509 *cert = NULL;
   STACK_OF(X509) *chain = NULL;
   CMS_ContentInfo *cms = NULL;
-  BIO *in = NULL;
   unsigned char *out = NULL;
-  if (der != NULL) *der = NULL;
-  if (der_len != NULL) *der_len = 0;
-  if ((st = check_args(s, label, scheme, doc, doc_len, signing_time, der, der_len, err)) !=
-      KYSO_OK)
-    return st;
   if ((st = signer__key_get(s, label, &key, err)) != KYSO_OK) goto out;
   int pss = scheme == SIGNER_RSA_PSS;
   if (pss && !EVP_PKEY_is_a(key, "RSA")) {
@@ -100,9 +151,8 @@ kyso_status signer_sign_cms(signer *s, const char *label, signer_rsa_scheme sche
     st = signer__openssl_failure(err, "preparing the CMS signature", label);
     goto out;
   }
-  /* Empty documents are signable; BIO_new_mem_buf wants a non-NULL pointer. */
-  in = BIO_new_mem_buf(doc_len > 0 ? (const void *)doc : (const void *)"", (int)doc_len);
-  if (in == NULL || CMS_final(cms, in, NULL, SIGN_FLAGS) != 1) {
+  if (c->sha256 != NULL ? !finish_digest(cms, si, pss, c->sha256)
+                        : !finish_content(cms, c->doc, c->doc_len)) {
     st = signer__openssl_failure(err, "signing", label);
     goto out;
   }
@@ -116,10 +166,44 @@ kyso_status signer_sign_cms(signer *s, const char *label, signer_rsa_scheme sche
   out = NULL;
 out:
   OPENSSL_free(out);
-  BIO_free(in);
   CMS_ContentInfo_free(cms);
   sk_X509_pop_free(chain, X509_free);
   X509_free(cert);
   EVP_PKEY_free(key);
   return st;
+}
+
+kyso_status signer_sign_cms(signer *s, const char *label, signer_rsa_scheme scheme,
+                            const uint8_t *doc, size_t doc_len, time_t signing_time,
+                            uint8_t **der, size_t *der_len, kyso_err *err) {
+  kyso_status st;
+  if (der != NULL) *der = NULL;
+  if (der_len != NULL) *der_len = 0;
+  if ((st = check_args("signer_sign_cms", s, label, scheme, signing_time, der, der_len, err)) !=
+      KYSO_OK)
+    return st;
+  if (doc == NULL && doc_len > 0)
+    return kyso_fail(err, KYSO_INVALID_ARGUMENT, "signer_sign_cms: the document is NULL");
+  /* BIO_new_mem_buf takes an int length. */
+  if (doc_len > INT_MAX)
+    return kyso_fail(err, KYSO_INVALID_ARGUMENT, "document of %zu bytes is too large to sign",
+                     doc_len);
+  const content c = {.doc = doc, .doc_len = doc_len};
+  return sign(s, label, scheme, &c, signing_time, der, der_len, err);
+}
+
+kyso_status signer_sign_cms_digest(signer *s, const char *label, signer_rsa_scheme scheme,
+                                   const uint8_t sha256[32], time_t signing_time, uint8_t **der,
+                                   size_t *der_len, kyso_err *err) {
+  kyso_status st;
+  if (der != NULL) *der = NULL;
+  if (der_len != NULL) *der_len = 0;
+  if ((st = check_args("signer_sign_cms_digest", s, label, scheme, signing_time, der, der_len,
+                       err)) != KYSO_OK)
+    return st;
+  if (sha256 == NULL)
+    return kyso_fail(err, KYSO_INVALID_ARGUMENT,
+                     "signer_sign_cms_digest: the document's SHA-256 is NULL");
+  const content c = {.sha256 = sha256};
+  return sign(s, label, scheme, &c, signing_time, der, der_len, err);
 }

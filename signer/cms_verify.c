@@ -75,6 +75,25 @@ static kyso_status parse(const uint8_t *sig, size_t sig_len, CMS_ContentInfo **o
   return KYSO_OK;
 }
 
+/* RFC 5652 11.1: the content-type signed attribute must equal the
+ * SignedData's eContentType. OpenSSL 3.0's CMS_verify does not check it. */
+static kyso_status check_content_type(CMS_ContentInfo *cms, kyso_err *err) {
+  const ASN1_OBJECT *econtent = CMS_get0_eContentType(cms);
+  STACK_OF(CMS_SignerInfo) *infos = CMS_get0_SignerInfos(cms);
+  for (int i = 0; i < sk_CMS_SignerInfo_num(infos); i++) {
+    CMS_SignerInfo *si = sk_CMS_SignerInfo_value(infos, i);
+    int at = CMS_signed_get_attr_by_NID(si, NID_pkcs9_contentType, -1);
+    if (at < 0) continue; /* without signed attributes there is nothing to compare */
+    ASN1_OBJECT *ct = CMS_signed_get0_data_by_OBJ(si, OBJ_nid2obj(NID_pkcs9_contentType), -3,
+                                                  V_ASN1_OBJECT);
+    if (ct == NULL || econtent == NULL || OBJ_cmp(ct, econtent) != 0)
+      return kyso_fail(err, KYSO_FAILED_PRECONDITION,
+                       "CMS signature does not verify: signer %d's content-type attribute does "
+                       "not match the signed content's type", i + 1);
+  }
+  return KYSO_OK;
+}
+
 kyso_status signer_verify_cms(X509_STORE *store, const uint8_t *sig, size_t sig_len,
                               const uint8_t *doc, size_t doc_len, X509 **signer_out,
                               kyso_err *err) {
@@ -104,6 +123,7 @@ kyso_status signer_verify_cms(X509_STORE *store, const uint8_t *sig, size_t sig_
     kyso_err_add_openssl(err);
     goto out;
   }
+  if ((st = check_content_type(cms, err)) != KYSO_OK) goto out;
   if (signer_out != NULL) {
     /* Set by CMS_verify for every SignerInfo it checked; we report the first. */
     signers = CMS_get0_signers(cms);

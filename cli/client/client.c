@@ -10,18 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kyso/client.h"
+#include "client_internal.h"
 #include "kyso/limits.h"
 #include "kyso/util.h"
 
 /* PEM files (CA bundles, certificate chains, keys): far larger is a wrong path. */
 #define CLIENT_MAX_PEM (1024 * 1024)
-
-struct kyso_client {
-  grpc_channel *ch;
-  size_t max_message;
-  int grpc_ready;   /* grpc_init() done, grpc_shutdown() owed */
-};
 
 /* Reads a PEM file into out as a NUL-terminated string. */
 static kyso_status read_pem(const char *path, const char *what, kyso_buf *out,
@@ -148,14 +142,21 @@ void kyso_client_close(kyso_client *c) {
   free(c);
 }
 
-/* Copies a received message into reply->data (malloc()ed, NULL when empty). */
-static kyso_status read_reply(grpc_byte_buffer *bb, size_t max, kyso_reply *reply,
-                              kyso_err *err) {
+gpr_timespec kyso_client__deadline(int64_t timeout_ms) {
+  if (timeout_ms <= 0) return gpr_inf_future(GPR_CLOCK_MONOTONIC);
+  return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                      gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+}
+
+kyso_status kyso_client__read_message(grpc_byte_buffer *bb, size_t max, uint8_t **data,
+                                      size_t *len, kyso_err *err) {
   kyso_status st = KYSO_OK;
   grpc_byte_buffer_reader r;
   grpc_slice s;
   kyso_buf b;
   kyso_buf_init(&b, max);
+  *data = NULL;
+  *len = 0;
   if (!grpc_byte_buffer_reader_init(&r, bb))
     return kyso_fail(err, KYSO_DATA_LOSS, "response message cannot be decompressed");
   while (st == KYSO_OK && grpc_byte_buffer_reader_next(&r, &s)) {
@@ -168,8 +169,8 @@ static kyso_status read_reply(grpc_byte_buffer *bb, size_t max, kyso_reply *repl
     kyso_buf_free(&b, 0);
     return st;
   }
-  reply->data = b.data;
-  reply->len = b.len;
+  *data = b.data;
+  *len = b.len;
   return KYSO_OK;
 }
 
@@ -194,13 +195,9 @@ kyso_status kyso_client_call(kyso_client *c, const char *method, const uint8_t *
     goto out;
   }
   cq = grpc_completion_queue_create_for_pluck(NULL);
-  gpr_timespec deadline =
-      timeout_ms > 0 ? gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-                                    gpr_time_from_millis(timeout_ms, GPR_TIMESPAN))
-                     : gpr_inf_future(GPR_CLOCK_MONOTONIC);
   grpc_slice m = grpc_slice_from_copied_string(method);
   call = grpc_channel_create_call(c->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, m, NULL,
-                                  deadline, NULL);
+                                  kyso_client__deadline(timeout_ms), NULL);
   grpc_slice_unref(m);
   grpc_slice body = req_len ? grpc_slice_from_copied_buffer((const char *)req, req_len)
                             : grpc_empty_slice();
@@ -241,7 +238,7 @@ kyso_status kyso_client_call(kyso_client *c, const char *method, const uint8_t *
   memcpy(reply->message, GRPC_SLICE_START_PTR(details), n);
   reply->message[n] = '\0';
   if (status == GRPC_STATUS_OK && recv != NULL)
-    st = read_reply(recv, c->max_message, reply, err);
+    st = kyso_client__read_message(recv, c->max_message, &reply->data, &reply->len, err);
 out:
   if (call != NULL) grpc_call_unref(call);
   if (cq != NULL) {

@@ -34,14 +34,22 @@ typedef struct archive_opts {
 
 /* Lifecycle */
 /* Opens (or creates) the store with absolute-consistency WAL recovery:
- * a damaged write-ahead log is DATA_LOSS with a message saying what the
- * operator does next, never a silent truncation of acknowledged writes. */
+ * a damaged write-ahead log is DATA_LOSS naming the file and offset and
+ * saying what the operator does next, never a silent truncation of
+ * acknowledged writes. The one exception is proven harmless: a last record
+ * cut short by a crash mid-write (never synced, so never acknowledged) is
+ * cut off, logged, and kept in dir/torn-wal/. UNAVAILABLE if another
+ * process has the store open; FAILED_PRECONDITION for a foreign schema. */
 kyso_status archive_open(const archive_opts *opts, archive **out, kyso_err *err) KYSO_MUST_CHECK;
+/* Waits for queued commands, flushes the memtables (a clean stop leaves no
+ * log to replay), closes. NULL is fine. No call on `a` may be running. */
 void archive_close(archive *a);
 
 /* Blobs */
 /* Stores len bytes as a blob unless present (same bytes stored once);
- * synced before it returns. sha256 receives the blob id. */
+ * synced before it returns. sha256 receives the blob id. Empty blobs are
+ * stored (Sign refuses empty documents above this layer).
+ * RESOURCE_EXHAUSTED past max_document. */
 kyso_status archive_put_blob(archive *a, const uint8_t *data, size_t len, uint8_t sha256[32],
                              kyso_err *err) KYSO_MUST_CHECK;
 /* Streaming ingestion for large documents, memory bounded by one chunk:
@@ -50,8 +58,9 @@ kyso_status archive_put_blob(archive *a, const uint8_t *data, size_t len, uint8_
 kyso_status archive_upload_begin(archive *a, archive_upload **out, kyso_err *err) KYSO_MUST_CHECK;
 kyso_status archive_upload_write(archive_upload *u, const uint8_t *data, size_t len,
                                  kyso_err *err) KYSO_MUST_CHECK;
-/* Commits the blob and frees u. If expect_sha256 is non-NULL and differs,
- * INVALID_ARGUMENT and nothing is stored. */
+/* Commits the blob and frees u (on every outcome). If expect_sha256 is
+ * non-NULL and differs, INVALID_ARGUMENT naming both and nothing is stored;
+ * DATA_LOSS if the staged copy changed on disk before it was stored. */
 kyso_status archive_upload_finish(archive_upload *u, const uint8_t *expect_sha256,
                                   uint8_t sha256[32], uint64_t *size,
                                   kyso_err *err) KYSO_MUST_CHECK;
@@ -65,34 +74,45 @@ kyso_status archive_blob_size(archive *a, const uint8_t sha256[32], uint64_t *si
  * end: DATA_LOSS naming the id otherwise. */
 kyso_status archive_reader_open(archive *a, const uint8_t sha256[32], archive_reader **out,
                                 kyso_err *err) KYSO_MUST_CHECK;
-/* *data points into the reader (valid until the next call); *len 0 = end. */
+/* *data points into the reader (valid until the next call); *len 0 = end.
+ * The last chunk comes out only after the whole blob matched its id; an
+ * error is sticky (every later call repeats it). */
 kyso_status archive_reader_next(archive_reader *r, const uint8_t **data, size_t *len,
                                 kyso_err *err) KYSO_MUST_CHECK;
 void archive_reader_close(archive_reader *r);
-/* Whole blob into memory (small documents); caller frees *data. */
+/* Whole blob into memory (small documents; RESOURCE_EXHAUSTED past max);
+ * caller frees *data. */
 kyso_status archive_read_blob(archive *a, const uint8_t sha256[32], size_t max,
                               uint8_t **data, size_t *len, kyso_err *err) KYSO_MUST_CHECK;
 
 /* Records: commands */
 /* Applies one serialised command (kyso.store.v1.Command) durably: queued for
  * the group-commit writer, applied deterministically into a WriteBatch with
- * others, synced, then answered. blob/blob_len, when non-NULL, is stored in
- * the same batch (the document of an inline Sign). *result receives the
- * serialised kyso.store.v1.CommandResult (caller frees): for a request id
- * already applied it is the first result, and nothing new is written. */
+ * others, synced, then answered. blob/blob_len, when blob is non-NULL, is
+ * stored in the same batch (the document of an inline Sign; at most
+ * KYSO_MAX_MESSAGE bytes, else RESOURCE_EXHAUSTED — upload larger ones
+ * first); it must be the document the command names (INVALID_ARGUMENT).
+ * Without it, the document must be stored already (FAILED_PRECONDITION).
+ * *result receives the serialised kyso.store.v1.CommandResult (caller
+ * frees): for a request id already applied it is the first result with
+ * replayed set, and nothing new is written; the same request id for another
+ * document or another kind of command is FAILED_PRECONDITION. A signature
+ * whose CMS is already recorded answers its stored order, replayed. */
 kyso_status archive_submit(archive *a, const uint8_t *command, size_t command_len,
                            const uint8_t *blob, size_t blob_len, uint8_t **result,
                            size_t *result_len, kyso_err *err) KYSO_MUST_CHECK;
 
 /* Records: reads. Values are serialised kyso.store.v1 messages; caller
- * frees *value. NOT_FOUND naming the key. */
+ * frees *value. NOT_FOUND naming the key; DATA_LOSS if the record no longer
+ * matches its key (a signature's CMS, a certificate's DER re-hashed). */
 kyso_status archive_get_document(archive *a, const uint8_t sha256[32], uint8_t **value,
                                  size_t *len, kyso_err *err) KYSO_MUST_CHECK;
 kyso_status archive_get_signature(archive *a, const uint8_t id[32], uint8_t **value, size_t *len,
                                   kyso_err *err) KYSO_MUST_CHECK;
 kyso_status archive_get_certificate(archive *a, const uint8_t sha256[32], uint8_t **der,
                                     size_t *len, kyso_err *err) KYSO_MUST_CHECK;
-/* The first result of (principal, request_id), if that request completed. */
+/* The first result of (principal, request_id), if that request completed
+ * (as stored: replayed is false). NOT_FOUND otherwise. */
 kyso_status archive_find_request(archive *a, const char *principal, const char *request_id,
                                  uint8_t **result, size_t *result_len,
                                  kyso_err *err) KYSO_MUST_CHECK;
@@ -113,28 +133,52 @@ typedef struct archive_query {
   uint32_t page_size;       /* 1..1000; 0 = 100 */
 } archive_query;
 
-/* One page of document ids in index order; *ids is malloc()ed (count x 32
- * bytes); next_token ("" at the end) is at most 512 bytes. */
+/* One page of document ids in index order (date, then time recorded, then
+ * id); *ids is malloc()ed (count x 32 bytes); next_token ("" at the end) is
+ * at most 512 bytes and may be the buffer page_token points to. A
+ * document's date is its issue_date, or the UTC day it was first recorded
+ * without one. A token from another listing, or from another range, is
+ * INVALID_ARGUMENT. */
 kyso_status archive_list(archive *a, const archive_query *q, uint8_t **ids, size_t *count,
                          char next_token[513], kyso_err *err) KYSO_MUST_CHECK;
 
 /* Fixity and backup */
 typedef struct archive_scrub_report {
-  uint64_t blobs, blobs_bad;
+  uint64_t blobs, blobs_bad;       /* orphan chunks count as bad blobs too */
   uint64_t documents, documents_bad;
   uint64_t signatures, signatures_bad;
   uint64_t bytes;
+  uint64_t certificates, certificates_bad;
+  uint64_t indexes, indexes_bad;   /* index entries */
+  uint64_t requests, requests_bad; /* idempotency entries */
 } archive_scrub_report;
-/* Called for each problem found (what: "blob", "document", "signature"; the
- * id; a reason) and for progress (problem == NULL) every so often. Return
- * non-zero to stop. */
+/* Called for each problem found (what: "blob", "document", "signature",
+ * "certificate", "index", "request"; the id — for an index entry the
+ * document it names, for a request the document of its result, all-zero
+ * when unknown; a reason) and for progress (what == problem == NULL) every
+ * so often. Return non-zero to stop (archive_scrub then says CANCELLED). */
 typedef int (*archive_scrub_cb)(void *ctx, const char *what, const uint8_t id[32],
                                 const char *problem, const archive_scrub_report *so_far);
-/* Re-hashes every blob chunk and blob, checks every document's blob and
- * signatures exist and every signature's document exists. */
+/* Re-hashes every blob chunk and blob, finds chunks no manifest claims,
+ * checks every record against its key and its links (a document's blob,
+ * signatures and index entries; a signature's document, position and
+ * certificate; an index entry's or request's document), on one snapshot.
+ * Problems are reported, not repaired; OK means the scrub ran to the end. */
 kyso_status archive_scrub(archive *a, archive_scrub_cb cb, void *ctx, archive_scrub_report *out,
                           kyso_err *err) KYSO_MUST_CHECK;
 /* A consistent RocksDB checkpoint in dir (must not exist), while serving. */
 kyso_status archive_checkpoint(archive *a, const char *dir, kyso_err *err) KYSO_MUST_CHECK;
+
+/* Counters since open (metrics, and tests that show group commit). */
+typedef struct archive_stats {
+  uint64_t commands;       /* submitted commands answered OK (replays included) */
+  uint64_t replayed;       /* of which answered from a stored first result */
+  uint64_t failed;         /* commands refused by apply or by a failed write */
+  uint64_t batches;        /* group-commit batches written */
+  uint64_t synced_writes;  /* WriteBatches written with sync (all kinds) */
+  uint64_t blob_writes;    /* blobs stored (deduplicated ones not counted) */
+  uint64_t blob_bytes;     /* their bytes */
+} archive_stats;
+void archive_get_stats(archive *a, archive_stats *out);
 
 #endif

@@ -41,4 +41,28 @@ kyso_status kyso_client_call(kyso_client *c, const char *method,
                              kyso_err *err) KYSO_MUST_CHECK;
 void kyso_reply_free(kyso_reply *reply);
 
+/* Streaming calls (client-, server- or bidirectional streaming methods),
+ * used from one thread at a time. */
+typedef struct kyso_stream kyso_stream;
+
+kyso_status kyso_stream_open(kyso_client *c, const char *method, int64_t timeout_ms,
+                             kyso_stream **out, kyso_err *err) KYSO_MUST_CHECK;
+/* Sends one request message (copied); waits until gRPC took it. An error
+ * here usually means the server already ended the call: kyso_stream_finish
+ * then tells why. */
+kyso_status kyso_stream_send(kyso_stream *s, const uint8_t *data, size_t len,
+                             kyso_err *err) KYSO_MUST_CHECK;
+/* Half-closes: no more request messages. */
+kyso_status kyso_stream_close_send(kyso_stream *s, kyso_err *err) KYSO_MUST_CHECK;
+/* Next response message into *data (malloc()ed, caller frees); *end = 1 and
+ * *data = NULL when the server has no more. */
+kyso_status kyso_stream_recv(kyso_stream *s, uint8_t **data, size_t *len, int *end,
+                             kyso_err *err) KYSO_MUST_CHECK;
+/* Waits for the call's status into reply->grpc_status/message (reply->data
+ * stays NULL) and frees the stream. Half-closes first if that was not done,
+ * and drops response messages not yet received (the status comes after them). */
+kyso_status kyso_stream_finish(kyso_stream *s, kyso_reply *reply, kyso_err *err) KYSO_MUST_CHECK;
+/* Cancels the call and frees the stream (NULL is fine). */
+void kyso_stream_cancel(kyso_stream *s);
+
 #endif

@@ -33,6 +33,9 @@ typedef struct kyso_config {
   size_t max_message;
   int shutdown_grace_ms;
   char log_level[16];
+  /* [archive] */
+  uint64_t max_document;
+  unsigned group_commit_max;
   /* [tls] */
   char tls_cert[KYSO_PATH_MAX];
   char tls_key[KYSO_PATH_MAX];

@@ -19,10 +19,21 @@ typedef struct rpc_call rpc_call;
  * exactly once with rpc_call_finish (possibly later, from another thread). */
 typedef void (*rpc_handler)(rpc_call *call, void *app);
 
+/* How messages flow. Unary and server-streaming handlers get the one request
+ * message through rpc_call_request; client-streaming handlers read every
+ * request message with rpc_call_read. Server-streaming handlers send with
+ * rpc_call_write, then end with rpc_call_finish(call, code, msg, NULL, 0). */
+typedef enum {
+  RPC_UNARY = 0,
+  RPC_CLIENT_STREAMING = 1,
+  RPC_SERVER_STREAMING = 2,
+} rpc_kind;
+
 typedef struct rpc_method {
   const char *path;      /* "/kyso.v1.Signer/Sign" */
   const char *operation; /* name given to the authorisation hook, e.g. "sign" */
   rpc_handler handler;
+  rpc_kind kind;         /* RPC_UNARY when left zero */
 } rpc_method;
 
 /* Who is calling, as established by TLS and the auth hook. */
@@ -77,5 +88,19 @@ int64_t rpc_call_remaining_ms(const rpc_call *call);
  * call. resp is copied. Safe from any thread. */
 void rpc_call_finish(rpc_call *call, kyso_status code, const char *msg,
                      const uint8_t *resp, size_t resp_len);
+
+/* Streaming, from the handler's (worker) thread; each blocks that thread
+ * only, never a completion-queue thread, and holds one message at a time. */
+/* Next request message of a client-streaming call. *data is valid until the
+ * next rpc_call_read or rpc_call_finish; *end = 1 (and *len = 0) once the
+ * client half-closed. CANCELLED when the client went away,
+ * DEADLINE_EXCEEDED past the deadline, RESOURCE_EXHAUSTED over max_message. */
+kyso_status rpc_call_read(rpc_call *call, const uint8_t **data, size_t *len, int *end,
+                          kyso_err *err) KYSO_MUST_CHECK;
+/* Sends one response message of a server-streaming call and waits until
+ * gRPC has taken it (flow control keeps memory bounded). data is copied.
+ * CANCELLED / DEADLINE_EXCEEDED when the client is gone. */
+kyso_status rpc_call_write(rpc_call *call, const uint8_t *data, size_t len,
+                           kyso_err *err) KYSO_MUST_CHECK;
 
 #endif

@@ -57,6 +57,14 @@ kyso_status signer_sign_cms(signer *s, const char *label,
                             signer_rsa_scheme scheme, const uint8_t *doc,
                             size_t doc_len, time_t signing_time, uint8_t **der,
                             size_t *der_len, kyso_err *err) KYSO_MUST_CHECK;
+/* Like signer_sign_cms, but over a document known only by its SHA-256
+ * (the caller is responsible for that digest being the document's), so a
+ * large one need not be in memory. The same DER but for the signature value.
+ * INVALID_ARGUMENT if sha256 is NULL; otherwise as signer_sign_cms. */
+kyso_status signer_sign_cms_digest(signer *s, const char *label, signer_rsa_scheme scheme,
+                                   const uint8_t sha256[32], time_t signing_time,
+                                   uint8_t **der, size_t *der_len,
+                                   kyso_err *err) KYSO_MUST_CHECK;
 
 /* Verification */
 /* Verifies a detached CMS signature over doc against the trust anchors in

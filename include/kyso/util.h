@@ -26,6 +26,10 @@ void kyso_buf_free(kyso_buf *b, int wipe);
 /* Lower-case hex of n bytes into out (2n+1 bytes). */
 void kyso_hex(const uint8_t *p, size_t n, char *out);
 
+/* Parses exactly 2n hex digits into n bytes; INVALID_ARGUMENT naming what. */
+kyso_status kyso_unhex(const char *hex, uint8_t *out, size_t n, const char *what,
+                       kyso_err *err) KYSO_MUST_CHECK;
+
 /* Reads a whole file into a new buffer of at most max bytes (caller frees
  * with kyso_buf_free). NOT_FOUND / RESOURCE_EXHAUSTED / INTERNAL, naming path. */
 kyso_status kyso_read_file(const char *path, size_t max, kyso_buf *out,

@@ -19,6 +19,7 @@ static void call_unref(rpc_call *c) {
   grpc_slice_unref(c->status_msg);
   kyso_buf_free(&c->req, 0);
   X509_free(c->peer.cert);
+  sem_destroy(&c->io_done);
   free(c->path);
   free(c);
 }
@@ -54,6 +55,8 @@ rpc_call *rpc__call_adopt(rpc__slot *s) {
   }
   c->close_tag = (rpc__tag){RPC__TAG_CLOSE, c};
   c->finish_tag = (rpc__tag){RPC__TAG_FINISH, c};
+  c->io_tag = (rpc__tag){RPC__TAG_IO, c};
+  sem_init(&c->io_done, 0, 0);
   c->srv = s->srv;
   c->method = s->method;
   c->call = s->call;
@@ -94,6 +97,10 @@ void rpc__call_dispatch(rpc_call *c) {
 
 void rpc__call_on_tag(rpc__tag *tag, int ok) {
   rpc_call *c = tag->owner;
+  if (tag->kind == RPC__TAG_IO) {
+    rpc__stream_io_done(c, ok); /* the handler still holds its reference */
+    return;
+  }
   if (tag->kind == RPC__TAG_CLOSE && ok && c->cancelled)
     atomic_store_explicit(&c->closed, 1, memory_order_release);
   call_unref(c);
@@ -153,7 +160,7 @@ void rpc__call_run(void *item, void *ctx) {
     msg = err.msg;
     goto out;
   }
-  grpc_byte_buffer_destroy(c->payload);
+  if (c->payload != NULL) grpc_byte_buffer_destroy(c->payload);
   c->payload = NULL;
 out:
   if (st == KYSO_OK)
@@ -193,8 +200,10 @@ void rpc_call_finish(rpc_call *c, kyso_status code, const char *msg,
     msg = toobig;
   }
   if (msg == NULL || msg[0] == '\0') msg = code == KYSO_OK ? "" : kyso_strerror(code);
-  ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
-  if (code == KYSO_OK) {
+  if (!c->md_sent) ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+  /* A server-streaming call has sent its messages; resp, if any, is one more. */
+  int server_streams = c->method != NULL && c->method->kind == RPC_SERVER_STREAMING;
+  if (code == KYSO_OK && (resp != NULL || !server_streams)) {
     grpc_slice s = resp_len ? grpc_slice_from_copied_buffer((const char *)resp, resp_len)
                             : grpc_empty_slice();
     c->resp = grpc_raw_byte_buffer_create(&s, 1);

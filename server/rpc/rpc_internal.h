@@ -6,6 +6,7 @@
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 
 #include "kyso/rpc.h"
@@ -27,6 +28,7 @@ typedef enum {
   RPC__TAG_REQUEST,  /* a requested call arrived (owner: rpc__slot) */
   RPC__TAG_CLOSE,    /* RECV_CLOSE_ON_SERVER completed (owner: rpc_call) */
   RPC__TAG_FINISH,   /* the final status batch completed (owner: rpc_call) */
+  RPC__TAG_IO,       /* a streaming read or write completed (owner: rpc_call) */
   RPC__TAG_SHUTDOWN  /* grpc_server_shutdown_and_notify completed (owner: server) */
 } rpc__tag_kind;
 
@@ -111,6 +113,15 @@ struct rpc_call {
                                 * ordering happens inside uninstrumented gRPC) */
   grpc_byte_buffer *resp;
   grpc_slice status_msg;
+  /* Streaming: one read or write at a time, waited for by the handler. */
+  rpc__tag io_tag;
+  sem_t io_done;               /* posted by the completion-queue thread */
+  atomic_int io_ok;            /* the batch's success, valid after io_done;
+                                * atomic because the next batch's completion
+                                * writes it after the handler's last read, an
+                                * ordering made inside gRPC that TSan cannot see */
+  int md_sent;                 /* initial metadata went out with a write */
+  int read_end;                /* the client half-closed */
 };
 
 /* rpc_workers.c: a bounded queue drained by a fixed set of threads. */
@@ -136,6 +147,10 @@ void rpc__call_run(void *call, void *srv);
 /* Copies a received message (NULL = empty) into out, at most max bytes. */
 kyso_status rpc__read_payload(grpc_byte_buffer *bb, size_t max, kyso_buf *out,
                               kyso_err *err);
+
+/* rpc_stream.c: streaming reads and writes from a handler. */
+/* The completion-queue side of RPC__TAG_IO: records ok, wakes the handler. */
+void rpc__stream_io_done(rpc_call *call, int ok);
 
 /* rpc_tls.c: credentials and the peer's certificate. */
 kyso_status rpc__server_creds(const rpc_server_opts *opts,

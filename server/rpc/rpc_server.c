@@ -31,9 +31,11 @@ static grpc_call_error slot_arm(rpc__slot *s) {
   grpc_call_error rc = GRPC_CALL_OK;
   if (atomic_load(&srv->state) != RPC__RUNNING) return rc;
   if (s->method != NULL)
-    rc = grpc_server_request_registered_call(srv->server, s->registered, &s->call,
-                                             &s->deadline, &s->md, &s->payload,
-                                             s->cq->cq, s->cq->cq, &s->tag);
+    /* A client-streaming method reads its messages itself: no payload here. */
+    rc = grpc_server_request_registered_call(
+        srv->server, s->registered, &s->call, &s->deadline, &s->md,
+        s->method->kind == RPC_CLIENT_STREAMING ? NULL : &s->payload, s->cq->cq, s->cq->cq,
+        &s->tag);
   else
     rc = grpc_server_request_call(srv->server, &s->call, &s->details, &s->md,
                                   s->cq->cq, s->cq->cq, &s->tag);
@@ -102,10 +104,11 @@ static kyso_status check_opts(const rpc_server_opts *o, const rpc_method *m,
     return kyso_fail(err, KYSO_INVALID_ARGUMENT, "rpc server: %zu methods but no table", count);
   for (size_t i = 0; i < count; i++) {
     if (m[i].path == NULL || m[i].path[0] != '/' || m[i].operation == NULL ||
-        m[i].handler == NULL)
+        m[i].handler == NULL || (unsigned)m[i].kind > RPC_SERVER_STREAMING)
       return kyso_fail(err, KYSO_INVALID_ARGUMENT,
                        "rpc server: method %zu ('%s') needs a '/'-rooted path, an "
-                       "operation and a handler", i, m[i].path ? m[i].path : "(null)");
+                       "operation, a handler and a known kind", i,
+                       m[i].path ? m[i].path : "(null)");
     for (size_t j = 0; j < i; j++)
       if (strcmp(m[i].path, m[j].path) == 0)
         return kyso_fail(err, KYSO_INVALID_ARGUMENT,
@@ -121,6 +124,7 @@ static kyso_status copy_methods(rpc_server *srv, const rpc_method *m, size_t n,
   for (; srv->method_count < n; srv->method_count++) {
     rpc_method *d = &srv->methods[srv->method_count];
     d->handler = m[srv->method_count].handler;
+    d->kind = m[srv->method_count].kind;
     d->path = strdup(m[srv->method_count].path);
     d->operation = strdup(m[srv->method_count].operation);
     if (d->path == NULL || d->operation == NULL) goto oom;
@@ -160,7 +164,10 @@ static kyso_status build_server(rpc_server *srv, const rpc_server_opts *o, kyso_
     void *reg = NULL;
     if (method != NULL &&
         (reg = grpc_server_register_method(srv->server, method->path, NULL,
-                                           GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0)) == NULL)
+                                           method->kind == RPC_CLIENT_STREAMING
+                                               ? GRPC_SRM_PAYLOAD_NONE
+                                               : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
+                                           0)) == NULL)
       return kyso_fail(err, KYSO_INVALID_ARGUMENT, "rpc server: gRPC refused method '%s'",
                        method->path);
     for (unsigned q = 0; q < srv->cq_count; q++)
@@ -284,8 +291,9 @@ void rpc_server_shutdown(rpc_server *srv, int grace_ms) {
   struct timespec until;
   int drained;
   if (srv == NULL) return;
-  set_state(srv, RPC__DRAINING);
+  /* DRAINING is announced only once the core refuses new calls. */
   grpc_server_shutdown_and_notify(srv->server, srv->cqs[0].cq, &srv->shutdown_tag);
+  set_state(srv, RPC__DRAINING);
   clock_gettime(CLOCK_MONOTONIC, &until);
   if (grace_ms > 0) {
     until.tv_sec += grace_ms / 1000;

@@ -16,6 +16,7 @@
 
 #include "kyso/client.h"
 #include "kyso/v1/common.pb-c.h"
+#include "kyso/v1/archive.pb-c.h"
 #include "kyso/v1/signer.pb-c.h"
 
 /* Who calls: each identity is its own client certificate (or none). */
@@ -53,7 +54,7 @@ e2e *e2e_new(void);
  * removes the temp dir unless KYSO_KEEP_TMP is set. NULL is fine. */
 void e2e_free(e2e *e);
 /* Spawns kysod with SOFTHSM2_CONF plus extra_env ("K=V", NULL-terminated,
- * may be NULL) and waits for "kysod: ready on ... port N"; opens the clients.
+ * may be NULL; they replace variables of the same name) and waits for "kysod: ready on ... port N"; opens the clients.
  * Returns 0 when ready; otherwise fails the test, printing kysod's stderr. */
 int e2e_start(e2e *e, const char *const *extra_env);
 /* Like e2e_start, but for a kysod expected to exit before it is ready:
@@ -150,6 +151,79 @@ void e2e__fail(const char *file, int line, const char *fmt, ...)
     if (strcmp(e2e_g_, e2e_w_) != 0)                                               \
       E2E_FAIL("%s: got \"%s\", want \"%s\"", what, e2e_g_, e2e_w_);               \
   } while (0)
+
+/* Archive and more process control (harness_archive.c). Functions named
+ * *_with take any client, never fail the test themselves and are
+ * thread-safe: they return the gRPC status, or -1 when the call could not
+ * be made, with the reason in msg. The others use the harness's client for
+ * `who` and fail the test when the call cannot be made. */
+/* A client of its own for identity who (worker threads); fails the test. */
+kyso_client *e2e_client_open(e2e *e, e2e_ident who);
+/* e2e_call on any client. */
+int e2e_call_with(kyso_client *c, const char *method, const ProtobufCMessage *req,
+                  const ProtobufCMessageDescriptor *resp_desc, int64_t timeout_ms,
+                  ProtobufCMessage **resp, char *msg, size_t msg_size);
+/* Signer.Sign of a whole request (archive_id, skip_archive ...). */
+int e2e_sign_with(kyso_client *c, const Kyso__V1__SignRequest *req, int64_t timeout_ms,
+                  Kyso__V1__SignResponse **resp, char *msg, size_t msg_size);
+/* Archive.Put: the header in the first message, then chunks of at most
+ * 1 MiB, from memory (path NULL) or streamed from the file path (data
+ * ignored). *info (OK only, may be NULL) is the caller's to free with
+ * kyso__v1__document_info__free_unpacked. */
+int e2e_put_with(kyso_client *c, const Kyso__V1__PutHeader *hdr, const uint8_t *data, size_t len,
+                 const char *path, int64_t timeout_ms, Kyso__V1__DocumentInfo **info, char *msg,
+                 size_t msg_size);
+/* What an Archive.Get brought back. */
+typedef struct e2e_got {
+  Kyso__V1__DocumentInfo *info; /* the first message's info, NULL if none came */
+  uint64_t size;                /* chunk bytes received (also before an error) */
+  char sha256[65];              /* of those bytes */
+  size_t chunks, max_chunk;     /* chunk messages and the largest one */
+  uint8_t *data;                /* the bytes, when asked to keep them */
+} e2e_got;
+/* Archive.Get of id; keep_max > 0 keeps up to that many bytes in g->data
+ * (more is an error), 0 only hashes; out_path (may be NULL) also gets the
+ * bytes written. g is filled whatever the status; free with e2e_got_free. */
+int e2e_get_with(kyso_client *c, const char *id, size_t keep_max, const char *out_path,
+                 int64_t timeout_ms, e2e_got *g, char *msg, size_t msg_size);
+void e2e_got_free(e2e_got *g);
+/* Archive.Stat. */
+int e2e_stat_with(kyso_client *c, const char *id, int include_signatures, int64_t timeout_ms,
+                  Kyso__V1__DocumentInfo **info, char *msg, size_t msg_size);
+/* What an Archive.Scrub streamed back. */
+typedef struct e2e_scrub_out {
+  int done;                     /* the final message came */
+  uint64_t problems, blobs, bytes, documents, signatures;
+  char *problem_text;           /* "KIND ID: PROBLEM\n" per problem (malloc()ed) */
+} e2e_scrub_out;
+int e2e_scrub(e2e *e, e2e_ident who, e2e_scrub_out *out, char *msg, size_t msg_size);
+void e2e_scrub_out_free(e2e_scrub_out *s);
+/* Deterministic document bytes: seed in the first 8 bytes (when len >= 8),
+ * then a xorshift stream from seed, continued from byte offset off (so a
+ * big document can be made in pieces: e2e_fill(buf, n, seed, off)). */
+void e2e_fill(uint8_t *buf, size_t len, uint64_t seed, uint64_t off);
+/* Runs the kyso CLI as identity who against the running kysod, with
+ * stdout+stderr to out_file: the exit status (-1 if it did not exit). */
+int e2e_kyso(e2e *e, e2e_ident who, const char *out_file, const char *const *args);
+/* SIGKILL kysod, reap it, close the harness's clients (not others). */
+void e2e_kill9(e2e *e);
+/* A "Vm..." field of /proc/PID/status of kysod, in KiB; fails the test if absent. */
+long e2e_proc_kib(e2e *e, const char *field);
+/* Resets kysod's VmHWM to its current RSS (clear_refs 5); 0 if it did. */
+int e2e_reset_peak_rss(e2e *e);
+/* e2e_stop, but error lines containing one of allowed (NULL-terminated)
+ * are expected (e.g. a scrub that reports planted damage). */
+int e2e_stop_allowing(e2e *e, const char *const *allowed);
+/* e2e_check_log_clean except lines with one of allowed (may be NULL). */
+void e2e_check_log_clean_except(e2e *e, const char *const *allowed);
+/* Number of files under dir whose name ends with suffix and whose bytes
+ * contain needle; the first such path into found (may be NULL). */
+int e2e_find_in_files(const char *dir, const char *suffix, const uint8_t *needle, size_t n,
+                      char *found, size_t found_size, long *offset);
+/* Flips one bit of the byte at offset in path (in place). */
+void e2e_flip_byte(const char *path, long offset);
+/* Sum of the sizes of the regular files under dir (not following links). */
+uint64_t e2e_dir_bytes(const char *dir);
 
 /* kysod's path, the kyso CLI's path, the fixtures and samples directories:
  * from the environment (KYSOD, KYSO_CLI, KYSO_FIXTURES, KYSO_SAMPLES) or the

@@ -87,11 +87,11 @@ static kyso_status hook(void *app, rpc_peer *peer, const char *operation, kyso_e
 }
 
 static const rpc_method methods[] = {
-    {M_ECHO, "echo", echo},
-    {M_SLOW, "slow", slow},
-    {M_DEADLINE, "deadline", deadline},
-    {M_DENIED, "deny", echo},
-    {M_WHOAMI, "whoami", whoami},
+    {M_ECHO, "echo", echo, RPC_UNARY},
+    {M_SLOW, "slow", slow, RPC_UNARY},
+    {M_DEADLINE, "deadline", deadline, RPC_UNARY},
+    {M_DENIED, "deny", echo, RPC_UNARY},
+    {M_WHOAMI, "whoami", whoami, RPC_UNARY},
 };
 
 void h_init(void) {

@@ -275,9 +275,9 @@ static void nop_handler(rpc_call *call, void *app) { rpc_call_finish(call, KYSO_
 static void test_start_errors(void **state) {
   char in_use[64];
   snprintf(in_use, sizeof(in_use), "127.0.0.1:%d", hx.port);
-  const rpc_method one[] = {{"/a.B/C", "c", nop_handler}};
-  const rpc_method twice[] = {{"/a.B/C", "c", nop_handler}, {"/a.B/C", "d", nop_handler}};
-  const rpc_method unrooted[] = {{"a.B/C", "c", nop_handler}};
+  const rpc_method one[] = {{"/a.B/C", "c", nop_handler, RPC_UNARY}};
+  const rpc_method twice[] = {{"/a.B/C", "c", nop_handler, RPC_UNARY}, {"/a.B/C", "d", nop_handler, RPC_UNARY}};
+  const rpc_method unrooted[] = {{"a.B/C", "c", nop_handler, RPC_UNARY}};
   const struct {
     const char *name;
     rpc_server_opts o;

@@ -60,17 +60,18 @@ static void test_inflight_call_completes(void **state) {
   kyso_client *late = h_client(&h, NULL, NULL, NULL, 0);
   assert_non_null(late);
   kyso_reply r = h_call(late, M_ECHO, "x", 1, 5000);
-  if (r.grpc_status == GRPC_STATUS_OK) fail_msg("a call during shutdown got OK, want refused");
-  kyso_reply_free(&r);
   kyso_client_close(late);
+  /* Release and join before asserting, so a failure cannot hang the rest. */
   sem_post(&H.slow_release);
   pthread_join(a.t, NULL);
   pthread_join(s.t, NULL);
+  kyso_client_close(h.cli);
+  if (r.grpc_status == GRPC_STATUS_OK) fail_msg("a call during shutdown got OK, want refused");
+  kyso_reply_free(&r);
   if (a.r.grpc_status != GRPC_STATUS_OK || a.r.len != 4 || memcmp(a.r.data, "slow", 4) != 0)
     fail_msg("in-flight call: got %d '%s' (%zu bytes), want OK 'slow'", a.r.grpc_status,
              a.r.message, a.r.len);
   kyso_reply_free(&a.r);
-  kyso_client_close(h.cli);
 }
 
 static void test_grace_expiry_cancels(void **state) {
@@ -89,11 +90,10 @@ static void test_grace_expiry_cancels(void **state) {
    * server can finish shutting down. */
   sem_post(&H.slow_release);
   pthread_join(s.t, NULL);
+  kyso_client_close(h.cli);
   if (a.r.grpc_status == GRPC_STATUS_OK)
     fail_msg("call past the grace: got OK, want it cancelled");
-  print_message("call past the grace: status %d '%s'\n", a.r.grpc_status, a.r.message);
   kyso_reply_free(&a.r);
-  kyso_client_close(h.cli);
 }
 
 static void test_idle_shutdown_is_quick(void **state) {
@@ -119,6 +119,8 @@ typedef struct looper {
   kyso_client *cli;
   sem_t *started;
   int ok, refused, bad;
+  int last_status;
+  char last_msg[sizeof(((kyso_reply *)0)->message)];
 } looper;
 
 /* Echoes until the server goes away; every answer is OK or a refusal. */
@@ -127,11 +129,12 @@ static void *loop_main(void *arg) {
   for (int i = 0; i < 100000; i++) {
     kyso_reply r;
     kyso_err err;
-    if (kyso_client_call(l->cli, M_ECHO, (const uint8_t *)"ping", 4, 5000, &r, &err) != KYSO_OK) {
+    if (kyso_client_call(l->cli, M_ECHO, (const uint8_t *)"ping", 4, 20000, &r, &err) != KYSO_OK) {
       l->bad++;
       break;
     }
-    int st = r.grpc_status;
+    int st = l->last_status = r.grpc_status;
+    snprintf(l->last_msg, sizeof(l->last_msg), "%s", r.message);
     if (st == GRPC_STATUS_OK && (r.len != 4 || memcmp(r.data, "ping", 4) != 0)) l->bad++;
     kyso_reply_free(&r);
     if (st == GRPC_STATUS_OK && l->ok++ == 0) sem_post(l->started);
@@ -157,15 +160,19 @@ static void test_shutdown_under_load(void **state) {
     pthread_create(&l[i].t, NULL, loop_main, &l[i]);
   }
   for (int i = 0; i < LOOPERS; i++) wait_sem(&started);
-  rpc_server_shutdown(h.srv, 5000);
-  for (int i = 0; i < LOOPERS; i++) {
-    pthread_join(l[i].t, NULL);
-    if (l[i].bad != 0 || l[i].ok == 0 || l[i].refused != 1)
-      fail_msg("caller %d: %d OK, %d refused, %d bad; want some OK, one refusal, none bad", i,
-               l[i].ok, l[i].refused, l[i].bad);
-  }
-  sem_destroy(&started);
+  /* A call the core publishes just as shutdown begins can miss both the
+   * shutdown's sweep and our (no longer re-armed) requests, and then waits
+   * for the grace to run out: about 1 call in 600 here. A short grace keeps
+   * that wait short; the call is then refused like the rest. */
+  rpc_server_shutdown(h.srv, 1000);
+  for (int i = 0; i < LOOPERS; i++) pthread_join(l[i].t, NULL);
   kyso_client_close(h.cli);
+  sem_destroy(&started);
+  for (int i = 0; i < LOOPERS; i++)
+    if (l[i].bad != 0 || l[i].ok == 0 || l[i].refused != 1)
+      fail_msg("caller %d: %d OK, %d refused, %d bad (last status %d '%s'); want some OK, "
+               "one refusal, none bad", i, l[i].ok, l[i].refused, l[i].bad, l[i].last_status,
+               l[i].last_msg);
 }
 
 int main(void) {

@@ -124,7 +124,7 @@ static void test_tls_start_errors(void **state) {
   PATH(chain, pki, "server-chain.pem");
   PATH(key, pki, "server.key");
   PATH(wrong_key, pki, "client.key");
-  const rpc_method one[] = {{"/a.B/C", "c", nop_handler}};
+  const rpc_method one[] = {{"/a.B/C", "c", nop_handler, RPC_UNARY}};
   const struct {
     const char *name;
     const char *cert, *key, *ca;

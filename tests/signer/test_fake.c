@@ -215,6 +215,17 @@ static void test_hsm_failure_status(void **state) {
                                    &out, &n, &err), KYSO_OK);
   OPENSSL_free(out);
   assert_int_equal(ERR_peek_error(), 0);
+  /* The digest path the same. */
+  static const uint8_t sha[32] = {0x5a};
+  fake_hsm_fail_signs(f->h, KYSO_UNAVAILABLE, 1);
+  assert_int_equal(signer_sign_cms_digest(f->s, "rsa", SIGNER_RSA_PSS, sha, 0, &out, &n, &err),
+                   KYSO_UNAVAILABLE);
+  assert_non_null(strstr(err.msg, "fake token refused"));
+  assert_null(out);
+  assert_int_equal(signer_sign_cms_digest(f->s, "rsa", SIGNER_RSA_PSS, sha, 0, &out, &n, &err),
+                   KYSO_OK);
+  OPENSSL_free(out);
+  assert_int_equal(ERR_peek_error(), 0);
 }
 
 static void test_sign_refusals(void **state) {
@@ -235,16 +246,28 @@ static void test_sign_refusals(void **state) {
       {"ec", SIGNER_RSA_PKCS1, -5, KYSO_INVALID_ARGUMENT},    /* before 1970 */
       {"", SIGNER_RSA_PKCS1, 0, KYSO_INVALID_ARGUMENT},       /* empty label */
   };
+  static const uint8_t sha[32] = {1};
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-    kyso_err err = {0};
-    kyso_status got = signer_sign_cms(f->s, cases[i].label, cases[i].scheme, d, 3, cases[i].t,
-                                      &out, &n, &err);
-    if (got != cases[i].want)
-      fail_msg("case %zu: got %s (%s), want %s", i, kyso_strerror(got), err.msg,
-               kyso_strerror(cases[i].want));
-    assert_null(out);
+    for (int digest = 0; digest <= 1; digest++) {
+      kyso_err err = {0};
+      kyso_status got =
+          digest ? signer_sign_cms_digest(f->s, cases[i].label, cases[i].scheme, sha, cases[i].t,
+                                          &out, &n, &err)
+                 : signer_sign_cms(f->s, cases[i].label, cases[i].scheme, d, 3, cases[i].t, &out,
+                                   &n, &err);
+      if (got != cases[i].want)
+        fail_msg("case %zu (%s): got %s (%s), want %s", i, digest ? "digest" : "bytes",
+                 kyso_strerror(got), err.msg, kyso_strerror(cases[i].want));
+      assert_null(out);
+    }
   }
   assert_int_equal(signer_sign_cms(f->s, "ec", 0, NULL, 3, 0, &out, &n, NULL),
+                   KYSO_INVALID_ARGUMENT);
+  assert_int_equal(signer_sign_cms_digest(f->s, "ec", 0, NULL, 0, &out, &n, NULL),
+                   KYSO_INVALID_ARGUMENT);
+  assert_int_equal(signer_sign_cms_digest(NULL, "ec", 0, sha, 0, &out, &n, NULL),
+                   KYSO_INVALID_ARGUMENT);
+  assert_int_equal(signer_sign_cms_digest(f->s, "ec", 0, sha, 0, NULL, &n, NULL),
                    KYSO_INVALID_ARGUMENT);
   assert_int_equal(signer_make_csr(f->s, "ec", "/CN=a/", &out, &n, NULL), KYSO_INVALID_ARGUMENT);
   assert_int_equal(signer_make_csr(f->s, "missing", "/CN=a", &out, &n, NULL), KYSO_NOT_FOUND);
@@ -277,6 +300,49 @@ static void test_signing_time(void **state) {
   ASN1_TIME_free(want);
   CMS_ContentInfo_free(cms);
   OPENSSL_free(out);
+}
+
+/* What the digest path is for: a 100 MiB document, written and hashed one
+ * 1 MiB chunk at a time, signed from its SHA-256 and checked by openssl
+ * against the file; the signer never sees the bytes. */
+static void test_large_document_by_digest(void **state) {
+  fixture *f = *state;
+  enum { CHUNK = 1 << 20, CHUNKS = 100 };
+  char path[600];
+  uint8_t *chunk = malloc(CHUNK), sha[32], *sig = NULL;
+  size_t sig_len = 0;
+  unsigned int n = 0;
+  EVP_MD_CTX *md = EVP_MD_CTX_new();
+  kyso_err err = {0};
+  snprintf(path, sizeof(path), "%s/large.bin", f->dir);
+  FILE *out = fopen(path, "wb");
+  assert_non_null(chunk);
+  assert_non_null(out);
+  assert_int_equal(EVP_DigestInit_ex(md, EVP_sha256(), NULL), 1);
+  for (int c = 0; c < CHUNKS; c++) {
+    for (size_t i = 0; i < CHUNK; i++) chunk[i] = (uint8_t)((i * 31u) ^ (size_t)c ^ (i >> 13));
+    assert_int_equal(EVP_DigestUpdate(md, chunk, CHUNK), 1);
+    assert_int_equal(fwrite(chunk, 1, CHUNK, out), CHUNK);
+  }
+  assert_int_equal(fclose(out), 0);
+  assert_int_equal(EVP_DigestFinal_ex(md, sha, &n), 1);
+  kyso_status st = signer_sign_cms_digest(f->s, "rsa", SIGNER_RSA_PSS, sha, 0, &sig, &sig_len,
+                                          &err);
+  if (st != KYSO_OK) fail_msg("sign_cms_digest: %s: %s", kyso_strerror(st), err.msg);
+  if (tu_openssl_cms_verify_file(f->pki, sig, sig_len, path) != 0)
+    fail_msg("openssl cms -verify rejects the signature of the 100 MiB document");
+  /* One byte changed near the end: openssl notices. */
+  out = fopen(path, "r+b");
+  assert_non_null(out);
+  assert_int_equal(fseek(out, (long)CHUNK * CHUNKS - 10, SEEK_SET), 0);
+  assert_int_equal(fputc(0x55 ^ chunk[CHUNK - 10], out), 0x55 ^ chunk[CHUNK - 10]);
+  assert_int_equal(fclose(out), 0);
+  if (tu_openssl_cms_verify_file(f->pki, sig, sig_len, path) == 0)
+    fail_msg("openssl cms -verify accepts a changed 100 MiB document");
+  remove(path);
+  OPENSSL_free(sig);
+  EVP_MD_CTX_free(md);
+  free(chunk);
 }
 
 /* Certificates handed out outlive the signer that handed them out: nothing
@@ -315,6 +381,7 @@ int main(void) {
       cmocka_unit_test(test_hsm_failure_status),
       cmocka_unit_test(test_sign_refusals),
       cmocka_unit_test(test_signing_time),
+      cmocka_unit_test(test_large_document_by_digest),
       cmocka_unit_test(test_certificate_outlives_signer),
   };
   return cmocka_run_group_tests(tests, setup, teardown);

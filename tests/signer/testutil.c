@@ -124,17 +124,26 @@ X509_STORE *tu_pki_store(const char *dir) {
   return st;
 }
 
-int tu_openssl_cms_verify(const char *dir, const uint8_t *sig, size_t sig_len,
-                          const uint8_t *doc, size_t doc_len) {
-  char sp[512], dp[512];
+int tu_openssl_cms_verify_file(const char *dir, const uint8_t *sig, size_t sig_len,
+                               const char *doc_path) {
+  char sp[512];
   static int seq;
   int n = __atomic_add_fetch(&seq, 1, __ATOMIC_SEQ_CST);
   snprintf(sp, sizeof(sp), "%s/sig-%d.der", dir, n);
-  snprintf(dp, sizeof(dp), "%s/doc-%d.bin", dir, n);
-  if (!tu_write(sp, sig, sig_len) || !tu_write(dp, doc, doc_len)) return -1;
+  if (!tu_write(sp, sig, sig_len)) return -1;
   return tu_run("openssl cms -verify -cades -binary -inform DER -in '%s' -content '%s' "
                 "-CAfile '%s/root.pem' -purpose any -out /dev/null 2>/dev/null",
-                sp, dp, dir);
+                sp, doc_path, dir);
+}
+
+int tu_openssl_cms_verify(const char *dir, const uint8_t *sig, size_t sig_len,
+                          const uint8_t *doc, size_t doc_len) {
+  char dp[512];
+  static int seq;
+  int n = __atomic_add_fetch(&seq, 1, __ATOMIC_SEQ_CST);
+  snprintf(dp, sizeof(dp), "%s/doc-%d.bin", dir, n);
+  if (!tu_write(dp, doc, doc_len)) return -1;
+  return tu_openssl_cms_verify_file(dir, sig, sig_len, dp);
 }
 
 int tu_openssl_req_verify(const char *dir, const uint8_t *csr, size_t csr_len) {

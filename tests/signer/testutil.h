@@ -36,6 +36,9 @@ X509_STORE *tu_pki_store(const char *dir);
  * sig and doc written to files in dir; the command's exit status. */
 int tu_openssl_cms_verify(const char *dir, const uint8_t *sig, size_t sig_len,
                           const uint8_t *doc, size_t doc_len);
+/* The same for a document already in the file doc_path. */
+int tu_openssl_cms_verify_file(const char *dir, const uint8_t *sig, size_t sig_len,
+                               const char *doc_path);
 /* `openssl req -verify` of a DER request: 0 when it says "verify OK". */
 int tu_openssl_req_verify(const char *dir, const uint8_t *csr, size_t csr_len);
 
