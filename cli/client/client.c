@@ -12,48 +12,8 @@
 
 #include "client_internal.h"
 #include "kyso/limits.h"
+#include "kyso/pem.h"
 #include "kyso/util.h"
-
-/* PEM files (CA bundles, certificate chains, keys): far larger is a wrong path. */
-#define CLIENT_MAX_PEM (1024 * 1024)
-
-/* Reads a PEM file into out as a NUL-terminated string. */
-static kyso_status read_pem(const char *path, const char *what, kyso_buf *out,
-                            kyso_err *err) {
-  kyso_status st = kyso_read_file(path, CLIENT_MAX_PEM, out, err);
-  if (st == KYSO_OK) st = kyso_buf_append(out, "", 1, path, err);
-  if (st != KYSO_OK) {
-    kyso_buf_free(out, 1);
-    kyso_err_wrap(err, "reading the %s", what);
-  }
-  return st;
-}
-
-/* A key that does not match its certificate would fail every handshake with
- * a bare UNAVAILABLE; name the files now instead. */
-static kyso_status check_pair(const kyso_buf *cert, const kyso_buf *key,
-                              const kyso_client_opts *o, kyso_err *err) {
-  kyso_status st = KYSO_OK;
-  X509 *x = NULL;
-  EVP_PKEY *pk = NULL;
-  BIO *cb = BIO_new_mem_buf(cert->data, (int)(cert->len - 1));
-  BIO *kb = BIO_new_mem_buf(key->data, (int)(key->len - 1));
-  if (cb == NULL || (x = PEM_read_bio_X509(cb, NULL, NULL, NULL)) == NULL)
-    st = kyso_fail(err, KYSO_INVALID_ARGUMENT, "'%s' holds no PEM certificate", o->cert_file);
-  else if (kb == NULL || (pk = PEM_read_bio_PrivateKey(kb, NULL, NULL, NULL)) == NULL)
-    st = kyso_fail(err, KYSO_INVALID_ARGUMENT, "'%s' holds no unencrypted PEM private key",
-                   o->key_file);
-  else if (X509_check_private_key(x, pk) != 1)
-    st = kyso_fail(err, KYSO_INVALID_ARGUMENT,
-                   "client key '%s' does not belong to the certificate in '%s'",
-                   o->key_file, o->cert_file);
-  ERR_clear_error();
-  BIO_free(cb);
-  BIO_free(kb);
-  X509_free(x);
-  EVP_PKEY_free(pk);
-  return st;
-}
 
 static kyso_status make_creds(const kyso_client_opts *o, grpc_channel_credentials **out,
                               kyso_err *err) {
@@ -75,11 +35,11 @@ static kyso_status make_creds(const kyso_client_opts *o, grpc_channel_credential
                      "a client certificate needs its key and a key its certificate "
                      "(cert_file %s, key_file %s)", o->cert_file ? "set" : "missing",
                      o->key_file ? "set" : "missing");
-  if ((st = read_pem(o->ca_file, "CA bundle", &ca, err)) != KYSO_OK) goto out;
+  if ((st = kyso_pem_read(o->ca_file, "CA bundle", &ca, err)) != KYSO_OK) goto out;
   if (o->cert_file != NULL &&
-      ((st = read_pem(o->cert_file, "client certificate", &cert, err)) != KYSO_OK ||
-       (st = read_pem(o->key_file, "client key", &key, err)) != KYSO_OK ||
-       (st = check_pair(&cert, &key, o, err)) != KYSO_OK))
+      ((st = kyso_pem_read(o->cert_file, "client certificate", &cert, err)) != KYSO_OK ||
+       (st = kyso_pem_read(o->key_file, "client key", &key, err)) != KYSO_OK ||
+       (st = kyso_pem_check_pair(&cert, &key, o->cert_file, o->key_file, err)) != KYSO_OK))
     goto out;
   grpc_ssl_pem_key_cert_pair pair = {(const char *)key.data, (const char *)cert.data};
   *out = grpc_ssl_credentials_create((const char *)ca.data, o->cert_file ? &pair : NULL,

@@ -7,51 +7,8 @@
 #include <openssl/pem.h>
 #include <string.h>
 
+#include "kyso/pem.h"
 #include "rpc_internal.h"
-
-/* Reads a PEM file into out as a NUL-terminated string. */
-static kyso_status read_pem(const char *path, const char *what, kyso_buf *out,
-                            kyso_err *err) {
-  kyso_status st = kyso_read_file(path, RPC__MAX_PEM, out, err);
-  if (st == KYSO_OK) st = kyso_buf_append(out, "", 1, path, err);
-  if (st != KYSO_OK) {
-    kyso_buf_free(out, 1);
-    kyso_err_wrap(err, "reading the %s", what);
-  }
-  return st;
-}
-
-/* Checks that the first certificate of the chain parses and matches the key,
- * so that a wrong file is named now rather than failing every handshake. */
-static kyso_status check_pair(const kyso_buf *cert, const kyso_buf *key,
-                              const rpc_server_opts *o, kyso_err *err) {
-  kyso_status st = KYSO_OK;
-  X509 *x = NULL;
-  EVP_PKEY *pk = NULL;
-  BIO *b = BIO_new_mem_buf(cert->data, (int)(cert->len - 1));
-  if (b == NULL || (x = PEM_read_bio_X509(b, NULL, NULL, NULL)) == NULL) {
-    st = kyso_fail(err, KYSO_INVALID_ARGUMENT, "'%s' holds no PEM certificate",
-                   o->tls_cert_file);
-    goto out;
-  }
-  BIO_free(b);
-  b = BIO_new_mem_buf(key->data, (int)(key->len - 1));
-  if (b == NULL || (pk = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL)) == NULL) {
-    st = kyso_fail(err, KYSO_INVALID_ARGUMENT,
-                   "'%s' holds no unencrypted PEM private key", o->tls_key_file);
-    goto out;
-  }
-  if (X509_check_private_key(x, pk) != 1)
-    st = kyso_fail(err, KYSO_INVALID_ARGUMENT,
-                   "TLS key '%s' does not belong to the certificate in '%s'",
-                   o->tls_key_file, o->tls_cert_file);
-out:
-  ERR_clear_error();
-  BIO_free(b);
-  X509_free(x);
-  EVP_PKEY_free(pk);
-  return st;
-}
 
 kyso_status rpc__server_creds(const rpc_server_opts *o,
                               grpc_server_credentials **out, kyso_err *err) {
@@ -72,12 +29,12 @@ kyso_status rpc__server_creds(const rpc_server_opts *o,
   if (o->tls_key_file == NULL)
     return kyso_fail(err, KYSO_INVALID_ARGUMENT,
                      "TLS certificate '%s' given without its key file", o->tls_cert_file);
-  if ((st = read_pem(o->tls_cert_file, "TLS certificate chain", &cert, err)) != KYSO_OK ||
-      (st = read_pem(o->tls_key_file, "TLS key", &key, err)) != KYSO_OK ||
-      (st = check_pair(&cert, &key, o, err)) != KYSO_OK)
+  if ((st = kyso_pem_read(o->tls_cert_file, "TLS certificate chain", &cert, err)) != KYSO_OK ||
+      (st = kyso_pem_read(o->tls_key_file, "TLS key", &key, err)) != KYSO_OK ||
+      (st = kyso_pem_check_pair(&cert, &key, o->tls_cert_file, o->tls_key_file, err)) != KYSO_OK)
     goto out;
   if (o->client_ca_file != NULL &&
-      (st = read_pem(o->client_ca_file, "client CA list", &ca, err)) != KYSO_OK)
+      (st = kyso_pem_read(o->client_ca_file, "client CA list", &ca, err)) != KYSO_OK)
     goto out;
   grpc_ssl_pem_key_cert_pair pair = {(const char *)key.data, (const char *)cert.data};
   /* Ask for a client certificate but let every one through the handshake:
