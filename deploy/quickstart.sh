@@ -102,6 +102,9 @@ server_name = localhost
 CONF
 
 say "5. Starting kysod on 127.0.0.1:$port (log: demo/kysod.log)"
+if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+  die "port $port is already in use (an earlier kysod? stop it, or run with KYSO_DEMO_PORT=OTHER)"
+fi
 SOFTHSM2_CONF=$softhsm_conf nohup "$kysod" --config "$demo/kyso.conf" > "$demo/kysod.out" 2> "$demo/kysod.log" &
 echo $! > "$demo/kysod.pid"
 for _ in $(seq 1 100); do
@@ -157,6 +160,7 @@ big=$(sha256sum "$demo/out/scan.bin" | cut -d' ' -f1)
 k sign --account nguyen.van.a --archive-id "$big" --out "$demo/out/scan.bin.p7s"
 openssl cms -verify -cades -binary -content "$demo/out/scan.bin" -inform DER -in "$demo/out/scan.bin.p7s" \
   -CAfile "$demo/pki/root.pem" -purpose any -out /dev/null
+ok=$((ok + 1))
 k archive ls --unit H37.DN.001
 k archive scrub
 k archive backup "$demo/backup-$(date +%Y%m%d-%H%M%S)"
