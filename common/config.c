@@ -28,6 +28,7 @@ static void set_defaults(kyso_config *cfg) {
   cfg->worker_threads = 4;
   cfg->max_message = KYSO_MAX_MESSAGE;
   cfg->shutdown_grace_ms = 10000;
+  cfg->max_call_seconds = 600;
   cfg->hsm_sessions = 8;
   cfg->max_document = KYSO_MAX_DOCUMENT;
   cfg->group_commit_max = 256;
@@ -157,6 +158,11 @@ static int on_entry(void *user, const char *section, const char *name, const cha
   if (IS("server", "max_message")) {
     if (!set_uint(c, &v, value, 64 * 1024, 64UL * 1024 * 1024)) return 0;
     cfg->max_message = v;
+    return 1;
+  }
+  if (IS("server", "max_call_seconds")) {
+    if (!set_uint(c, &v, value, 1, 86400)) return 0;
+    cfg->max_call_seconds = (unsigned)v;
     return 1;
   }
   if (IS("server", "shutdown_grace_ms")) {

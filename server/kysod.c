@@ -157,6 +157,7 @@ int main(int argc, char **argv) {
                         .cq_threads = d.cfg.cq_threads,
                         .worker_threads = d.cfg.worker_threads,
                         .max_message = d.cfg.max_message,
+                        .max_call_ms = (int64_t)d.cfg.max_call_seconds * 1000,
                         .auth = kysod__authorize};
   if (rpc_server_start(&so, methods, sizeof(methods) / sizeof(methods[0]), &d, &srv, &err) !=
       KYSO_OK)

@@ -32,6 +32,7 @@ typedef struct kyso_config {
   unsigned worker_threads;
   size_t max_message;
   int shutdown_grace_ms;
+  unsigned max_call_seconds;
   char log_level[16];
   /* [archive] */
   uint64_t max_document;

@@ -62,6 +62,9 @@ typedef struct rpc_server_opts {
   unsigned worker_threads;     /* handler threads, default 2 x cores */
   size_t max_message;          /* bytes, default KYSO_MAX_MESSAGE */
   unsigned max_queued_calls;   /* calls waiting for a worker before RESOURCE_EXHAUSTED */
+  int64_t max_call_ms;         /* cap on any call's life, deadline or not (a client
+                                  without one cannot hold a worker forever);
+                                  0 = 10 minutes */
   rpc_auth_hook auth;          /* required */
 } rpc_server_opts;
 

@@ -62,6 +62,11 @@ rpc_call *rpc__call_adopt(rpc__slot *s) {
   c->call = s->call;
   c->payload = s->payload;
   c->deadline = gpr_convert_clock_type(deadline, GPR_CLOCK_MONOTONIC);
+  /* No call outlives max_call_ms, whatever deadline the client chose (or
+   * did not choose): the streaming waits cancel the call at this point. */
+  gpr_timespec cap = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                  gpr_time_from_millis(s->srv->max_call_ms, GPR_TIMESPAN));
+  if (gpr_time_cmp(c->deadline, cap) > 0) c->deadline = cap;
   c->status_msg = grpc_empty_slice();
   kyso_buf_init(&c->req, 0);
   atomic_init(&c->closed, 0);

@@ -19,6 +19,8 @@
 /* Calls allowed to wait for a worker when opts->max_queued_calls is 0: about a
  * second of work at the HSM's rate, beyond which callers should back off. */
 #define RPC__DEFAULT_QUEUE 1024
+/* Longest life of any call when the options do not say (rpc_server_opts). */
+#define RPC__DEFAULT_MAX_CALL_MS (10 * 60 * 1000)
 /* PEM files (certificate chains, keys, CA bundles): far larger is a wrong path. */
 #define RPC__MAX_PEM (1024 * 1024)
 
@@ -76,6 +78,7 @@ struct rpc_server {
   rpc_auth_hook auth;
   size_t max_message;
   unsigned max_queued;
+  int64_t max_call_ms;
   grpc_server *server;
   rpc__cq *cqs;
   unsigned cq_count;

@@ -245,6 +245,7 @@ kyso_status rpc_server_start(const rpc_server_opts *o, const rpc_method *methods
   srv->auth = o->auth;
   srv->max_message = o->max_message ? o->max_message : KYSO_MAX_MESSAGE;
   srv->max_queued = o->max_queued_calls ? o->max_queued_calls : RPC__DEFAULT_QUEUE;
+  srv->max_call_ms = o->max_call_ms > 0 ? o->max_call_ms : RPC__DEFAULT_MAX_CALL_MS;
   srv->shutdown_tag = (rpc__tag){RPC__TAG_SHUTDOWN, srv};
   grpc_init();
   srv->grpc_ready = 1;

@@ -147,6 +147,39 @@ static void test_deadline_mid_stream(void **state) {
   }
 }
 
+/* A client that sets no deadline and never half-closes cannot hold a worker
+ * forever: the server's max_call_ms ends the call. */
+static void test_max_call_time_without_deadline(void **state) {
+  harness h;
+  kyso_err err;
+  kyso_reply r;
+  rpc_server_opts o = {.max_call_ms = 400};
+  assert_int_equal(s_start(&h, &o), 0);
+  s_reset();
+  int done = s_done();
+  kyso_stream *s = sum_stream(h.cli, 0 /* no deadline */, 1);
+  int64_t t0 = kyso_now_ms();
+  uint8_t *data = NULL;
+  size_t len = 0;
+  int end = 0;
+  if (kyso_stream_recv(s, &data, &len, &end, &err) != KYSO_OK || !end || data != NULL)
+    fail_msg("got %zu bytes from a call the server should have ended", len);
+  must(kyso_stream_finish(s, &r, &err), &err, "finish");
+  int64_t took = kyso_now_ms() - t0;
+  s_wait_done(done);
+  kyso_status st;
+  char msg[KYSO_ERR_MSG_MAX];
+  int64_t at;
+  last_end(&st, msg, sizeof(msg), &at);
+  if (r.grpc_status != GRPC_STATUS_DEADLINE_EXCEEDED || st != KYSO_DEADLINE_EXCEEDED ||
+      took > 400 + PROMPT_MS)
+    fail_msg("client got %d '%s' after %lld ms, handler %s '%s'; want DEADLINE_EXCEEDED on "
+             "both sides within %d ms", r.grpc_status, r.message, (long long)took,
+             kyso_strerror(st), msg, 400 + PROMPT_MS);
+  kyso_reply_free(&r);
+  h_stop(&h, 1000);
+}
+
 typedef struct stopper {
   pthread_t t;
   rpc_server *srv;
@@ -220,6 +253,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_client_cancels),
       cmocka_unit_test(test_deadline_mid_stream),
+      cmocka_unit_test(test_max_call_time_without_deadline),
       cmocka_unit_test(test_shutdown_lets_stream_finish),
       cmocka_unit_test(test_grace_expiry_cancels_stream),
   };
