@@ -84,8 +84,9 @@ void rpc_server_shutdown(rpc_server *srv, int grace_ms);
 const uint8_t *rpc_call_request(const rpc_call *call, size_t *len);
 const rpc_peer *rpc_call_peer(const rpc_call *call);
 const char *rpc_call_method(const rpc_call *call);
-/* Milliseconds left before the client's deadline (INT64_MAX if none, <= 0
- * once passed). Handlers check it before any irreversible step. */
+/* Milliseconds left before the call's deadline: the client's, capped at
+ * max_call_ms after the call arrived (so never infinite); <= 0 once passed.
+ * Handlers check it before any irreversible step. */
 int64_t rpc_call_remaining_ms(const rpc_call *call);
 /* Sends the response (when code == OK) and the status with msg; frees the
  * call. resp is copied. Safe from any thread. */
