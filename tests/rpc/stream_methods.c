@@ -234,3 +234,16 @@ void s_received(void) {
   S.received++;
   pthread_mutex_unlock(&S.mu);
 }
+
+kyso_stream *s_open_stream(kyso_client *cli, const char *method, int64_t timeout_ms) {
+  kyso_stream *s = NULL;
+  kyso_err err;
+  kyso_err_clear(&err);
+  if (kyso_stream_open(cli, method, timeout_ms, &s, &err) != KYSO_OK)
+    fail_msg("kyso_stream_open %s: %s", method, err.msg);
+  return s;
+}
+
+void s_must(kyso_status st, const kyso_err *err, const char *what) {
+  if (st != KYSO_OK) fail_msg("%s: %s %s", what, kyso_strerror(st), err->msg);
+}

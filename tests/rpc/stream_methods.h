@@ -75,4 +75,9 @@ void s_received(void);
 /* Deterministic content of Big's i-th message. */
 void s_fill(uint8_t *p, size_t n, uint32_t i);
 
+/* Opens a stream or fails the test naming the method. */
+kyso_stream *s_open_stream(kyso_client *cli, const char *method, int64_t timeout_ms);
+/* Fails the test unless st is OK, naming what was being done. */
+void s_must(kyso_status st, const kyso_err *err, const char *what);
+
 #endif

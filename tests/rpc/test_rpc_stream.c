@@ -31,24 +31,11 @@ static int group_teardown(void **state) {
   return 0;
 }
 
-static kyso_stream *open_stream(kyso_client *cli, const char *method, int64_t timeout_ms) {
-  kyso_stream *s = NULL;
-  kyso_err err;
-  kyso_err_clear(&err);
-  if (kyso_stream_open(cli, method, timeout_ms, &s, &err) != KYSO_OK)
-    fail_msg("kyso_stream_open %s: %s", method, err.msg);
-  return s;
-}
-
-static void must(kyso_status st, const kyso_err *err, const char *what) {
-  if (st != KYSO_OK) fail_msg("%s: %s %s", what, kyso_strerror(st), err->msg);
-}
-
 static kyso_reply finish(kyso_stream *s) {
   kyso_reply r;
   kyso_err err;
   kyso_err_clear(&err);
-  must(kyso_stream_finish(s, &r, &err), &err, "kyso_stream_finish");
+  s_must(kyso_stream_finish(s, &r, &err), &err, "kyso_stream_finish");
   return r;
 }
 
@@ -77,22 +64,22 @@ static void test_sum(void **state) {
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     EVP_DigestInit_ex(md, EVP_sha256(), NULL);
     int done = s_done();
-    kyso_stream *s = open_stream(hx.cli, M_SUM, TIMEOUT_MS);
+    kyso_stream *s = s_open_stream(hx.cli, M_SUM, TIMEOUT_MS);
     for (size_t i = 0; i < cases[c].messages; i++) {
       size_t n = msg_size(i, cases[c].big_every);
       s_fill(buf, n, (uint32_t)i);
       EVP_DigestUpdate(md, buf, n);
       want_bytes += n;
-      must(kyso_stream_send(s, buf, n, &err), &err, cases[c].name);
+      s_must(kyso_stream_send(s, buf, n, &err), &err, cases[c].name);
     }
     EVP_DigestFinal_ex(md, want_sha, NULL);
     EVP_MD_CTX_free(md);
-    must(kyso_stream_close_send(s, &err), &err, "close_send");
+    s_must(kyso_stream_close_send(s, &err), &err, "close_send");
     uint8_t *data = NULL, *none = NULL;
     size_t len = 0, none_len = 0;
     int end = 0, end2 = 0;
-    must(kyso_stream_recv(s, &data, &len, &end, &err), &err, "recv the sum");
-    must(kyso_stream_recv(s, &none, &none_len, &end2, &err), &err, "recv the end");
+    s_must(kyso_stream_recv(s, &data, &len, &end, &err), &err, "recv the sum");
+    s_must(kyso_stream_recv(s, &none, &none_len, &end2, &err), &err, "recv the end");
     kyso_reply r = finish(s);
     s_wait_done(done);
     s_sum_reply got;
@@ -117,15 +104,15 @@ static void test_count(void **state) {
     kyso_err err;
     uint8_t req[4] = {(uint8_t)(ns[c] >> 24), (uint8_t)(ns[c] >> 16), (uint8_t)(ns[c] >> 8),
                       (uint8_t)ns[c]};
-    kyso_stream *s = open_stream(hx.cli, M_COUNT, TIMEOUT_MS);
-    must(kyso_stream_send(s, req, 4, &err), &err, "send the count");
-    must(kyso_stream_close_send(s, &err), &err, "close_send");
+    kyso_stream *s = s_open_stream(hx.cli, M_COUNT, TIMEOUT_MS);
+    s_must(kyso_stream_send(s, req, 4, &err), &err, "send the count");
+    s_must(kyso_stream_close_send(s, &err), &err, "close_send");
     uint32_t got = 0, bad_at = UINT32_MAX;
     for (;;) {
       uint8_t *data;
       size_t len;
       int end;
-      must(kyso_stream_recv(s, &data, &len, &end, &err), &err, "recv");
+      s_must(kyso_stream_recv(s, &data, &len, &end, &err), &err, "recv");
       if (end) break;
       uint32_t v = len == 4 ? (uint32_t)data[0] << 24 | (uint32_t)data[1] << 16 |
                                   (uint32_t)data[2] << 8 | data[3]
@@ -151,15 +138,15 @@ static void test_slow_reader_bounds_memory(void **state) {
   assert_non_null(want);
   s_reset();
   int done = s_done();
-  kyso_stream *s = open_stream(hx.cli, M_BIG, TIMEOUT_MS);
-  must(kyso_stream_send(s, (const uint8_t *)&q, sizeof(q), &err), &err, "send");
-  must(kyso_stream_close_send(s, &err), &err, "close_send");
+  kyso_stream *s = s_open_stream(hx.cli, M_BIG, TIMEOUT_MS);
+  s_must(kyso_stream_send(s, (const uint8_t *)&q, sizeof(q), &err), &err, "send");
+  s_must(kyso_stream_close_send(s, &err), &err, "close_send");
   uint32_t got = 0, bad = 0;
   for (;;) {
     uint8_t *data;
     size_t len;
     int end;
-    must(kyso_stream_recv(s, &data, &len, &end, &err), &err, "recv");
+    s_must(kyso_stream_recv(s, &data, &len, &end, &err), &err, "recv");
     if (end) break;
     /* The work: check the content and hash it a few times over. */
     s_fill(want, MiB, got);
@@ -218,7 +205,7 @@ static void test_over_limit(void **state) {
   };
   for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
     int done = s_done();
-    kyso_stream *s = open_stream(cases[c].roomy_client ? roomy : hx.cli, M_SUM, TIMEOUT_MS);
+    kyso_stream *s = s_open_stream(cases[c].roomy_client ? roomy : hx.cli, M_SUM, TIMEOUT_MS);
     send_any(s, (const uint8_t *)"a", 1);
     s_wait_reads(1); /* the handler runs and reads */
     send_any(s, big, len);
@@ -246,7 +233,7 @@ static void test_auth_hook_denies_streams(void **state) {
     int entered = S.handler_calls;
     pthread_mutex_unlock(&S.mu);
     uint8_t req[4] = {0, 0, 0, 3};
-    kyso_stream *s = open_stream(hx.cli, paths[c], TIMEOUT_MS);
+    kyso_stream *s = s_open_stream(hx.cli, paths[c], TIMEOUT_MS);
     send_any(s, req, sizeof(req));
     close_any(s);
     kyso_reply r = finish(s);

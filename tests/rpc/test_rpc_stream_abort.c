@@ -31,32 +31,19 @@ static int group_teardown(void **state) {
   return 0;
 }
 
-static kyso_stream *open_stream(kyso_client *cli, const char *method, int64_t timeout_ms) {
-  kyso_stream *s = NULL;
-  kyso_err err;
-  kyso_err_clear(&err);
-  if (kyso_stream_open(cli, method, timeout_ms, &s, &err) != KYSO_OK)
-    fail_msg("kyso_stream_open %s: %s", method, err.msg);
-  return s;
-}
-
-static void must(kyso_status st, const kyso_err *err, const char *what) {
-  if (st != KYSO_OK) fail_msg("%s: %s %s", what, kyso_strerror(st), err->msg);
-}
-
 /* Starts Big (count x size) and takes n of its messages. */
 static kyso_stream *big_stream(kyso_client *cli, uint32_t count, uint32_t size,
                                int64_t timeout_ms, int n) {
   const s_big_req q = {count, size};
   kyso_err err;
-  kyso_stream *s = open_stream(cli, M_BIG, timeout_ms);
-  must(kyso_stream_send(s, (const uint8_t *)&q, sizeof(q), &err), &err, "send");
-  must(kyso_stream_close_send(s, &err), &err, "close_send");
+  kyso_stream *s = s_open_stream(cli, M_BIG, timeout_ms);
+  s_must(kyso_stream_send(s, (const uint8_t *)&q, sizeof(q), &err), &err, "send");
+  s_must(kyso_stream_close_send(s, &err), &err, "close_send");
   for (int i = 0; i < n; i++) {
     uint8_t *data;
     size_t len;
     int end;
-    must(kyso_stream_recv(s, &data, &len, &end, &err), &err, "recv");
+    s_must(kyso_stream_recv(s, &data, &len, &end, &err), &err, "recv");
     if (end) fail_msg("Big ended after %d messages, want at least %d", i, n);
     free(data);
     s_received();
@@ -67,9 +54,9 @@ static kyso_stream *big_stream(kyso_client *cli, uint32_t count, uint32_t size,
 /* Starts Sum and sends n small messages, which its handler has read on return. */
 static kyso_stream *sum_stream(kyso_client *cli, int64_t timeout_ms, int n) {
   kyso_err err;
-  kyso_stream *s = open_stream(cli, M_SUM, timeout_ms);
+  kyso_stream *s = s_open_stream(cli, M_SUM, timeout_ms);
   for (int i = 0; i < n; i++)
-    must(kyso_stream_send(s, (const uint8_t *)"abc", 3, &err), &err, "send");
+    s_must(kyso_stream_send(s, (const uint8_t *)"abc", 3, &err), &err, "send");
   s_wait_reads(n);
   return s;
 }
@@ -132,7 +119,7 @@ static void test_deadline_mid_stream(void **state) {
       if (kyso_stream_recv(s, &data, &len, &end, &err) != KYSO_OK || !end || data != NULL)
         fail_msg("%s: got %zu bytes before the deadline, want none", cases[c].name, len);
     }
-    must(kyso_stream_finish(s, &r, &err), &err, "finish");
+    s_must(kyso_stream_finish(s, &r, &err), &err, "finish");
     int64_t took = kyso_now_ms() - t0;
     s_wait_done(done);
     kyso_status st;
@@ -164,7 +151,7 @@ static void test_max_call_time_without_deadline(void **state) {
   int end = 0;
   if (kyso_stream_recv(s, &data, &len, &end, &err) != KYSO_OK || !end || data != NULL)
     fail_msg("got %zu bytes from a call the server should have ended", len);
-  must(kyso_stream_finish(s, &r, &err), &err, "finish");
+  s_must(kyso_stream_finish(s, &r, &err), &err, "finish");
   int64_t took = kyso_now_ms() - t0;
   s_wait_done(done);
   kyso_status st;
@@ -199,10 +186,10 @@ static void test_shutdown_lets_stream_finish(void **state) {
   size_t len[3] = {0, 0, 0};
   int end[3] = {0, 0, 0};
   assert_int_equal(s_start(&h, NULL), 0);
-  kyso_stream *s = open_stream(h.cli, M_GATE, TIMEOUT_MS);
-  must(kyso_stream_send(s, (const uint8_t *)"go", 2, &err), &err, "send");
-  must(kyso_stream_close_send(s, &err), &err, "close_send");
-  must(kyso_stream_recv(s, &data[0], &len[0], &end[0], &err), &err, "recv first");
+  kyso_stream *s = s_open_stream(h.cli, M_GATE, TIMEOUT_MS);
+  s_must(kyso_stream_send(s, (const uint8_t *)"go", 2, &err), &err, "send");
+  s_must(kyso_stream_close_send(s, &err), &err, "close_send");
+  s_must(kyso_stream_recv(s, &data[0], &len[0], &end[0], &err), &err, "recv first");
   stopper st = {.srv = h.srv, .grace_ms = 60000};
   pthread_create(&st.t, NULL, stop_main, &st);
   rpc__server_wait_state(h.srv, RPC__DRAINING);
