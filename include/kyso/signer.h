@@ -83,4 +83,24 @@ kyso_status signer_verify_cms(X509_STORE *store, const uint8_t *sig,
 kyso_status signer_private_key(signer *s, const char *label, EVP_PKEY **out,
                                kyso_err *err) KYSO_MUST_CHECK;
 
+/* Time-stamping (RFC 3161) */
+typedef struct signer_tsa signer_tsa;
+/* A responder signing with the HSM key label, whose certificate must be
+ * imported already; policy_oid (dotted) is the policy of every token.
+ * FAILED_PRECONDITION, naming the certificate, unless it has a critical
+ * extendedKeyUsage of exactly timeStamping (RFC 3161 2.3). The handle may
+ * be shared by threads; close it before signer_close. */
+kyso_status signer_tsa_open(signer *s, const char *label, const char *policy_oid,
+                            signer_tsa **out, kyso_err *err) KYSO_MUST_CHECK;
+void signer_tsa_close(signer_tsa *t);
+/* Answers one DER TimeStampReq with a DER TimeStampResp (*resp
+ * OPENSSL_malloc()ed). serial is unique, chosen by the caller; genTime is
+ * gen_time + gen_time_ms (0..999) milliseconds; accuracy 1 s. Imprints
+ * SHA-256/384/512. A bad request is answered in the response (rejection:
+ * badAlg, badDataFormat, unacceptedPolicy …) and returns OK; only internal
+ * failures (HSM, OpenSSL) return an error. */
+kyso_status signer_tsa_respond(signer_tsa *t, const uint8_t *req, size_t req_len,
+                               uint64_t serial, time_t gen_time, unsigned gen_time_ms,
+                               uint8_t **resp, size_t *resp_len, kyso_err *err) KYSO_MUST_CHECK;
+
 #endif
