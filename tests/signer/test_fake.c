@@ -16,42 +16,23 @@
 #include <openssl/provider.h>
 #include <openssl/rsa.h>
 
+#include "fake_fixture.h"
 #include "fake_hsm.h"
 #include "flow.h"
 #include "signer_internal.h"
 #include "testutil.h"
 
-typedef struct fixture {
-  char dir[256];
-  char pki[512];
-  char certs[512];
-  hsm *h;
-  signer *s;
-} fixture;
+typedef fake_fixture fixture;
 
 static int setup(void **state) {
-  fixture *f = calloc(1, sizeof(*f));
-  kyso_err err = {0};
-  if (f == NULL || !tu_tmpdir("signer-fake", f->dir)) return -1;
-  snprintf(f->pki, sizeof(f->pki), "%s/pki", f->dir);
-  snprintf(f->certs, sizeof(f->certs), "%s/certs", f->dir);
-  if (!tu_pki_init(f->pki) || (f->h = fake_hsm_new()) == NULL ||
-      !fake_hsm_add(f->h, "rsa", HSM_KEY_RSA_2048) || !fake_hsm_add(f->h, "ec", HSM_KEY_EC_P256) ||
-      !fake_hsm_add(f->h, "nocert", HSM_KEY_EC_P256) ||
-      signer_open(f->h, f->certs, &f->s, &err) != KYSO_OK) {
-    fprintf(stderr, "setup: %s\n", err.msg);
-    return -1;
-  }
+  static const fake_key keys[] = {{"rsa", HSM_KEY_RSA_2048}, {"ec", HSM_KEY_EC_P256}, {"nocert", HSM_KEY_EC_P256}};
+  fixture *f = fake_fixture_new("signer-fake", keys, sizeof(keys) / sizeof(keys[0]));
   *state = f;
-  return 0;
+  return f != NULL ? 0 : -1;
 }
 
 static int teardown(void **state) {
-  fixture *f = *state;
-  signer_close(f->s);
-  fake_hsm_free(f->h);
-  tu_rmdir(f->dir);
-  free(f);
+  fake_fixture_free(*state);
   return 0;
 }
 

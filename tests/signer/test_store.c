@@ -13,44 +13,25 @@
 #include <cmocka.h>
 #include <openssl/err.h>
 
+#include "fake_fixture.h"
 #include "fake_hsm.h"
 #include "flow.h"
 #include "signer_internal.h"
 #include "testutil.h"
 
-typedef struct fixture {
-  char dir[256];
-  char pki[512];
-  char certs[512];
-  hsm *h;
-  signer *s;
-} fixture;
+typedef fake_fixture fixture;
 
 #define TRAVERSAL "../../escape"
 
 static int setup(void **state) {
-  fixture *f = calloc(1, sizeof(*f));
-  kyso_err err = {0};
-  if (f == NULL || !tu_tmpdir("signer-store", f->dir)) return -1;
-  snprintf(f->pki, sizeof(f->pki), "%s/pki", f->dir);
-  snprintf(f->certs, sizeof(f->certs), "%s/certs", f->dir);
-  if (!tu_pki_init(f->pki) || (f->h = fake_hsm_new()) == NULL ||
-      !fake_hsm_add(f->h, "user-1", HSM_KEY_EC_P256) ||
-      !fake_hsm_add(f->h, TRAVERSAL, HSM_KEY_EC_P256) ||
-      signer_open(f->h, f->certs, &f->s, &err) != KYSO_OK) {
-    fprintf(stderr, "setup: %s\n", err.msg);
-    return -1;
-  }
+  static const fake_key keys[] = {{"user-1", HSM_KEY_EC_P256}, {TRAVERSAL, HSM_KEY_EC_P256}};
+  fixture *f = fake_fixture_new("signer-store", keys, sizeof(keys) / sizeof(keys[0]));
   *state = f;
-  return 0;
+  return f != NULL ? 0 : -1;
 }
 
 static int teardown(void **state) {
-  fixture *f = *state;
-  signer_close(f->s);
-  fake_hsm_free(f->h);
-  tu_rmdir(f->dir);
-  free(f);
+  fake_fixture_free(*state);
   return 0;
 }
 
