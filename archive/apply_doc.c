@@ -215,6 +215,9 @@ kyso_status archive__apply_signature(archive *a, rocksdb_writebatch_wi_t *wb,
   r.certificate_sha256.data = cert_id;
   r.certificate_sha256.len = 32;
   r.signing_time = (char *)str(s->signing_time);
+  r.timestamp_time = (char *)str(s->timestamp_time);
+  r.timestamp_serial = (char *)str(s->timestamp_serial);
+  r.timestamp_tsa = (char *)str(s->timestamp_tsa);
   r.order = order;
   r.principal = c->principal;
   r.request_id = (char *)str(c->request_id);

@@ -55,7 +55,12 @@ static kyso_status signing(const Kyso__Store__V1__RecordSigning *s, kyso_err *er
       (st = text("account", s->account, KYSO_MAX_NAME, 0, err)) != KYSO_OK ||
       (st = text("unit", s->unit, KYSO_MAX_NAME, 0, err)) != KYSO_OK ||
       (st = bytes("certificate", &s->certificate, 1, KYSO_MAX_CERT_DER, err)) != KYSO_OK ||
-      (st = text("signing_time", s->signing_time, ARCHIVE__MAX_SIGNING_TIME, 0, err)) != KYSO_OK)
+      (st = text("signing_time", s->signing_time, ARCHIVE__MAX_SIGNING_TIME, 0, err)) != KYSO_OK ||
+      (st = text("timestamp_time", s->timestamp_time, ARCHIVE__MAX_SIGNING_TIME, 0, err)) !=
+          KYSO_OK ||
+      (st = text("timestamp_serial", s->timestamp_serial, ARCHIVE__MAX_SIGNING_TIME, 0, err)) !=
+          KYSO_OK ||
+      (st = text("timestamp_tsa", s->timestamp_tsa, KYSO_MAX_METADATA, 0, err)) != KYSO_OK)
     return st;
   if (s->role < KYSO__STORE__V1__KEY_ROLE__KEY_ROLE_UNSPECIFIED ||
       s->role > KYSO__STORE__V1__KEY_ROLE__KEY_ROLE_SEAL)

@@ -26,6 +26,7 @@ int cli_sign(cli *c, int argc, char **argv);
 int cli_verify(cli *c, int argc, char **argv);
 int cli_health(cli *c, int argc, char **argv);
 int cli_archive(cli *c, int argc, char **argv);
+int cli_timestamp(cli *c, int argc, char **argv);
 
 /* Opens c->client on first use; prints why not and returns 1 otherwise. */
 int cli_connect(cli *c);
@@ -36,8 +37,10 @@ int cli_connect(cli *c);
 int cli_call(cli *c, const char *method, const ProtobufCMessage *req,
              const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **out);
 
-/* --account/--unit/--seal into a KeyRef; prints what is missing. */
-int cli_key_ref(const char *account, const char *unit, int seal, Kyso__V1__KeyRef *ref);
+/* --account/--unit/--seal/--tsa into a KeyRef (NULL/0 for a flag not
+ * given); prints what is missing or clashes. ref points into the strings. */
+int cli_key_ref(const char *account, const char *unit, int seal, const char *tsa,
+                Kyso__V1__KeyRef *ref);
 
 int cli_fail(const char *fmt, ...) KYSO_PRINTF(1, 2);
 

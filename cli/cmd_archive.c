@@ -233,6 +233,9 @@ static int cmd_stat(cli *c, const char *id, archive_opts_cli *o) {
     const Kyso__V1__SignatureInfo *s = info->signatures[i];
     printf("  signature %u: %s by %s (key %s) at %s\n", s->order, s->signature_id,
            s->certificate_subject, s->key_label, s->signing_time);
+    if (s->timestamp_time[0])
+      printf("    time-stamp: genTime %s, serial %s, TSA %s\n", s->timestamp_time,
+             s->timestamp_serial, s->timestamp_tsa);
     if (o->sigs) {
       char path[KYSO_PATH_MAX];
       snprintf(path, sizeof(path), "%s/%s.%u.p7s", o->sigs, id, s->order);

@@ -13,18 +13,20 @@
 
 /* Options every key command shares. */
 typedef struct key_opts {
-  const char *account, *unit, *algorithm, *subject, *out, *role;
+  const char *account, *unit, *algorithm, *subject, *out, *role, *tsa;
   int seal, der;
 } key_opts;
 
-enum { OPT_ACCOUNT = 1, OPT_UNIT, OPT_SEAL, OPT_ALG, OPT_SUBJECT, OPT_OUT, OPT_DER, OPT_ROLE };
+enum { OPT_ACCOUNT = 1, OPT_UNIT, OPT_SEAL, OPT_ALG, OPT_SUBJECT, OPT_OUT, OPT_DER, OPT_ROLE,
+       OPT_TSA };
 
 static const struct option key_longopts[] = {
     {"account", required_argument, NULL, OPT_ACCOUNT}, {"unit", required_argument, NULL, OPT_UNIT},
     {"seal", no_argument, NULL, OPT_SEAL},             {"algorithm", required_argument, NULL, OPT_ALG},
     {"subject", required_argument, NULL, OPT_SUBJECT}, {"out", required_argument, NULL, OPT_OUT},
     {"der", no_argument, NULL, OPT_DER},               {"role", required_argument, NULL, OPT_ROLE},
-    {"help", no_argument, NULL, 'h'},                  {NULL, 0, NULL, 0}};
+    {"tsa", required_argument, NULL, OPT_TSA},         {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0}};
 
 /* Returns -1 to go on, otherwise an exit status (help shown or bad flag). */
 static int parse_key_opts(int argc, char **argv, key_opts *o, const char *help) {
@@ -40,11 +42,20 @@ static int parse_key_opts(int argc, char **argv, key_opts *o, const char *help) 
       case OPT_OUT: o->out = optarg; break;
       case OPT_DER: o->der = 1; break;
       case OPT_ROLE: o->role = optarg; break;
+      case OPT_TSA: o->tsa = optarg; break;
       case 'h': fputs(help, stdout); return 0;
       default: fputs(help, stderr); return 2;
     }
   }
   return -1;
+}
+
+/* The key the options name, for the commands that act on one key. */
+static int key_ref(const key_opts *o, Kyso__V1__KeyRef *ref) {
+  if (o->account == NULL && !o->seal && o->tsa == NULL)
+    return cli_fail("give --account NAME (an official's key), --seal --unit CODE (a unit's "
+                    "seal) or --tsa NAME (the node's time-stamping key)");
+  return cli_key_ref(o->account, o->unit, o->seal, o->tsa, ref);
 }
 
 static const char *algorithm_name(Kyso__V1__KeyAlgorithm a) {
@@ -65,12 +76,14 @@ static void print_key(const Kyso__V1__KeyInfo *k) {
 
 int cli_keygen(cli *c, int argc, char **argv) {
   static const char help[] =
-      "Usage: kyso keygen (--account NAME | --seal --unit CODE) [--algorithm ALG]\n"
+      "Usage: kyso keygen (--account NAME | --seal --unit CODE | --tsa NAME) [--algorithm ALG]\n"
       "\n"
       "Generates a key pair inside the node's HSM. The private key is created\n"
       "sensitive and wrap-with-trusted: it never leaves the HSM in the clear.\n"
       "  --account NAME   an official's personal key (label kyso/personal/NAME)\n"
       "  --seal --unit C  the seal key of unit C (label kyso/seal/C)\n"
+      "  --tsa NAME       the node's time-stamping (RFC 3161) key (label kyso/tsa/NAME);\n"
+      "                   NAME is `name` in kysod's [tsa] section, \"default\" unless set\n"
       "  --algorithm ALG  ec-p256 (default), rsa-2048 or rsa-3072\n"
       "Next: `kyso csr` for a certificate request.\n";
   key_opts o;
@@ -78,7 +91,7 @@ int cli_keygen(cli *c, int argc, char **argv) {
   if (rc >= 0) return rc;
   Kyso__V1__GenerateKeyRequest req = KYSO__V1__GENERATE_KEY_REQUEST__INIT;
   Kyso__V1__KeyRef ref;
-  if (cli_key_ref(o.account, o.unit, o.seal, &ref)) return 2;
+  if (key_ref(&o, &ref)) return 2;
   req.key = &ref;
   const char *alg = o.algorithm ? o.algorithm : "ec-p256";
   if (strcmp(alg, "ec-p256") == 0) req.algorithm = KYSO__V1__KEY_ALGORITHM__KEY_ALGORITHM_EC_P256;
@@ -97,12 +110,15 @@ int cli_keygen(cli *c, int argc, char **argv) {
 
 int cli_csr(cli *c, int argc, char **argv) {
   static const char help[] =
-      "Usage: kyso csr (--account NAME | --seal --unit CODE) --subject DN [--out FILE] [--der]\n"
+      "Usage: kyso csr (--account NAME | --seal --unit CODE | --tsa NAME) --subject DN\n"
+      "                [--out FILE] [--der]\n"
       "\n"
       "Makes a PKCS#10 certificate request signed inside the HSM by that key.\n"
       "  --subject DN  e.g. \"/C=VN/O=UBND Tinh/OU=Van phong/CN=Nguyen Van A\" (UTF-8)\n"
       "  --out FILE    where to write it (default: standard output)\n"
       "  --der         write DER instead of PEM\n"
+      "For --tsa the CA must issue a certificate whose extendedKeyUsage is\n"
+      "critical and only timeStamping (RFC 3161 2.3); the node refuses others.\n"
       "Next: have the CA issue it, then `kyso cert import`.\n";
   key_opts o;
   int rc = parse_key_opts(argc, argv, &o, help);
@@ -110,7 +126,7 @@ int cli_csr(cli *c, int argc, char **argv) {
   if (o.subject == NULL) return cli_fail("--subject is required; see `kyso csr --help`");
   Kyso__V1__CreateCsrRequest req = KYSO__V1__CREATE_CSR_REQUEST__INIT;
   Kyso__V1__KeyRef ref;
-  if (cli_key_ref(o.account, o.unit, o.seal, &ref)) return 2;
+  if (key_ref(&o, &ref)) return 2;
   req.key = &ref;
   req.subject = (char *)o.subject;
   Kyso__V1__CreateCsrResponse *resp = NULL;
@@ -141,12 +157,14 @@ out:
 
 int cli_cert(cli *c, int argc, char **argv) {
   static const char help[] =
-      "Usage: kyso cert import (--account NAME | --seal --unit CODE) CERT [CHAIN...]\n"
+      "Usage: kyso cert import (--account NAME | --seal --unit CODE | --tsa NAME) CERT [CHAIN...]\n"
       "\n"
       "Attaches the CA-issued certificate CERT (PEM or DER) to the key; CHAIN\n"
       "files are the intermediate CA certificates, put into every signature so\n"
       "verifiers need only the root. The node refuses a certificate whose public\n"
-      "key is not the key's.\n";
+      "key is not the key's, and for --tsa one without a critical\n"
+      "extendedKeyUsage of only timeStamping. A TSA key with its certificate\n"
+      "imported starts issuing time-stamps at once.\n";
   if (argc < 2 || strcmp(argv[1], "import") != 0) {
     if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
       fputs(help, stdout);
@@ -170,7 +188,7 @@ int cli_cert(cli *c, int argc, char **argv) {
   Kyso__V1__KeyInfo *info = NULL;
   kyso_err err = {0};
   rc = 2;
-  if (cli_key_ref(o.account, o.unit, o.seal, &ref)) goto out;
+  if (key_ref(&o, &ref)) goto out;
   for (; loaded < nfiles; loaded++) {
     if (kyso_read_file(argv[first + (int)loaded], 2 * KYSO_MAX_CERT_DER, &files[loaded], &err) != KYSO_OK) {
       rc = cli_fail("%s", err.msg);
@@ -200,10 +218,12 @@ out:
 
 int cli_keys(cli *c, int argc, char **argv) {
   static const char help[] =
-      "Usage: kyso keys [--account NAME] [--unit CODE] [--role personal|seal]\n"
+      "Usage: kyso keys [--account NAME] [--unit CODE] [--role personal|seal|tsa] [--tsa NAME]\n"
       "\n"
       "Lists the node's keys: label, algorithm, protection (sensitive = never\n"
-      "readable in the clear), and the certificate's subject and expiry.\n";
+      "readable in the clear), and the certificate's subject and expiry.\n"
+      "Time-stamping keys are labelled kyso/tsa/NAME; --tsa NAME shows only\n"
+      "that one, --role tsa all of them.\n";
   key_opts o;
   int rc = parse_key_opts(argc, argv, &o, help);
   if (rc >= 0) return rc;
@@ -212,7 +232,17 @@ int cli_keys(cli *c, int argc, char **argv) {
   req.unit = (char *)(o.unit ? o.unit : "");
   if (o.role && strcmp(o.role, "personal") == 0) req.role = KYSO__V1__KEY_ROLE__KEY_ROLE_PERSONAL;
   else if (o.role && strcmp(o.role, "seal") == 0) req.role = KYSO__V1__KEY_ROLE__KEY_ROLE_SEAL;
-  else if (o.role) return cli_fail("--role is personal or seal");
+  else if (o.role && strcmp(o.role, "tsa") == 0) req.role = KYSO__V1__KEY_ROLE__KEY_ROLE_TSA;
+  else if (o.role) return cli_fail("--role is personal, seal or tsa");
+  /* A TSA's name sits where a personal key has its account: without this,
+   * --account default would list the TSA key "default" too. */
+  if (o.account && !o.role) req.role = KYSO__V1__KEY_ROLE__KEY_ROLE_PERSONAL;
+  if (o.tsa) {
+    if (o.account || (o.role && req.role != KYSO__V1__KEY_ROLE__KEY_ROLE_TSA))
+      return cli_fail("--tsa NAME lists that time-stamping key; drop --account and --role");
+    req.role = KYSO__V1__KEY_ROLE__KEY_ROLE_TSA;
+    req.account = (char *)o.tsa;
+  }
   char token[KYSO_MAX_LABEL + 1] = "";
   size_t total = 0;
   do {

@@ -15,12 +15,13 @@ static void usage(FILE *f) {
           "Talks to a kysod node over gRPC with TLS.\n"
           "\n"
           "Commands:\n"
-          "  keygen       generate a key pair inside the node's HSM\n"
+          "  keygen       generate a key pair inside the node's HSM (official, seal, TSA)\n"
           "  csr          make a certificate signing request for a key\n"
           "  cert import  attach the CA-issued certificate to a key\n"
           "  keys         list keys\n"
-          "  sign         sign documents (detached CAdES-BES signatures)\n"
+          "  sign         sign documents (detached CAdES-T or CAdES-BES signatures)\n"
           "  verify       verify a detached signature locally against a trust anchor\n"
+          "  timestamp    get an RFC 3161 time-stamp for a file, or show a stored one\n"
           "  archive      put, get, stat, ls, scrub, backup archived documents\n"
           "  health       ask the node whether it serves\n"
           "\n"
@@ -51,7 +52,7 @@ static const struct {
 } commands[] = {
     {"keygen", cli_keygen}, {"csr", cli_csr},       {"cert", cli_cert},     {"keys", cli_keys},
     {"sign", cli_sign},     {"verify", cli_verify}, {"health", cli_health},
-    {"archive", cli_archive},
+    {"archive", cli_archive}, {"timestamp", cli_timestamp},
 };
 
 static int set_opt(char *dst, size_t size, const char *v) {
@@ -179,8 +180,19 @@ out:
   return rc;
 }
 
-int cli_key_ref(const char *account, const char *unit, int seal, Kyso__V1__KeyRef *ref) {
+int cli_key_ref(const char *account, const char *unit, int seal, const char *tsa,
+                Kyso__V1__KeyRef *ref) {
   kyso__v1__key_ref__init(ref);
+  if (tsa != NULL) {
+    /* A TSA key belongs to the node, not to an official or a unit. */
+    if (account != NULL || unit != NULL || seal)
+      return cli_fail("--tsa NAME names the node's time-stamping key on its own; "
+                      "drop --account, --seal and --unit");
+    ref->role = KYSO__V1__KEY_ROLE__KEY_ROLE_TSA;
+    ref->account = (char *)tsa;
+    ref->unit = (char *)"";
+    return 0;
+  }
   if (seal) {
     if (unit == NULL) return cli_fail("a seal key needs --unit ORGAN-CODE");
     ref->role = KYSO__V1__KEY_ROLE__KEY_ROLE_SEAL;

@@ -119,19 +119,24 @@ kyso_status kyso_write_file_atomic(const char *path, const void *data,
     p += w;
     len -= (size_t)w;
   }
-  if (fsync(fd) != 0 || close(fd) != 0) {
-    fd = -1;
+  if (fsync(fd) != 0) {
     st = kyso_fail(err, KYSO_INTERNAL, "cannot sync '%s': %s", tmp, strerror(errno));
     goto out;
   }
+  int rc = close(fd);
   fd = -1;
+  if (rc != 0) {
+    st = kyso_fail(err, KYSO_INTERNAL, "cannot close '%s': %s", tmp, strerror(errno));
+    goto out;
+  }
   if (rename(tmp, path) != 0) {
     st = kyso_fail(err, KYSO_INTERNAL, "cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
     goto out;
   }
   snprintf(dir, sizeof(dir), "%s", path);
+  /* Without this the rename may not survive a power loss: not optional. */
   dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0 && fsync(dfd) != 0)
+  if (dfd < 0 || fsync(dfd) != 0)
     st = kyso_fail(err, KYSO_INTERNAL, "cannot sync directory of '%s': %s", path, strerror(errno));
 out:
   if (fd >= 0) close(fd);

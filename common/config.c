@@ -32,6 +32,13 @@ static void set_defaults(kyso_config *cfg) {
   cfg->hsm_sessions = 8;
   cfg->max_document = KYSO_MAX_DOCUMENT;
   cfg->group_commit_max = 256;
+  cfg->node_id = 1;
+  cfg->timestamp = KYSO_TIMESTAMP_INTERNAL;
+  cfg->timestamp_timeout_ms = 10000;
+  snprintf(cfg->tsa_name, sizeof(cfg->tsa_name), "default");
+  snprintf(cfg->tsa_policy, sizeof(cfg->tsa_policy), "%s", KYSO_DEFAULT_TSA_POLICY);
+  cfg->tsa_http_max_request = 16 * 1024;
+  cfg->tsa_http_threads = 2;
   snprintf(cfg->hsm_module, sizeof(cfg->hsm_module), "/usr/lib/softhsm/libsofthsm2.so");
 }
 
@@ -170,6 +177,48 @@ static int on_entry(void *user, const char *section, const char *name, const cha
     cfg->shutdown_grace_ms = (int)v;
     return 1;
   }
+  if (IS("server", "node_id")) {
+    if (!set_uint(c, &v, value, 1, 65535)) return 0;
+    cfg->node_id = (unsigned)v;
+    return 1;
+  }
+  if (IS("signer", "timestamp")) {
+    if (strcmp(value, "internal") == 0) cfg->timestamp = KYSO_TIMESTAMP_INTERNAL;
+    else if (strcmp(value, "external") == 0) cfg->timestamp = KYSO_TIMESTAMP_EXTERNAL;
+    else if (strcmp(value, "off") == 0) cfg->timestamp = KYSO_TIMESTAMP_OFF;
+    else {
+      c->st = kyso_fail(c->err, KYSO_INVALID_ARGUMENT,
+                        "timestamp is '%s'; use internal, external or off", value);
+      return 0;
+    }
+    return 1;
+  }
+  if (IS("signer", "timestamp_url"))
+    return set_str(c, cfg->timestamp_url, sizeof(cfg->timestamp_url), value);
+  if (IS("signer", "timestamp_timeout_ms")) {
+    if (!set_uint(c, &v, value, 100, 120000)) return 0;
+    cfg->timestamp_timeout_ms = (unsigned)v;
+    return 1;
+  }
+  if (IS("signer", "timestamp_ca"))
+    return set_path(c, cfg->timestamp_ca, sizeof(cfg->timestamp_ca), value);
+  if (IS("tsa", "name")) return set_str(c, cfg->tsa_name, sizeof(cfg->tsa_name), value);
+  if (IS("tsa", "policy")) return set_str(c, cfg->tsa_policy, sizeof(cfg->tsa_policy), value);
+  if (IS("tsa", "http_listen"))
+    return set_str(c, cfg->tsa_http_listen, sizeof(cfg->tsa_http_listen), value);
+  if (IS("tsa", "http_cert"))
+    return set_path(c, cfg->tsa_http_cert, sizeof(cfg->tsa_http_cert), value);
+  if (IS("tsa", "http_key")) return set_path(c, cfg->tsa_http_key, sizeof(cfg->tsa_http_key), value);
+  if (IS("tsa", "http_max_request")) {
+    if (!set_uint(c, &v, value, 1024, 1024 * 1024)) return 0;
+    cfg->tsa_http_max_request = v;
+    return 1;
+  }
+  if (IS("tsa", "http_threads")) {
+    if (!set_uint(c, &v, value, 1, KYSO_MAX_THREADS)) return 0;
+    cfg->tsa_http_threads = (unsigned)v;
+    return 1;
+  }
   if (IS("archive", "max_document")) {
     if (!set_uint(c, &v, value, 1024, 4UL * 1024 * 1024 * 1024)) return 0;
     cfg->max_document = v;
@@ -255,6 +304,15 @@ kyso_status kyso_config_check_server(const kyso_config *cfg, kyso_err *err) {
   if (cfg->client_ca[0] == '\0' && cfg->caller_count > 0)
     return kyso_fail(err, KYSO_INVALID_ARGUMENT,
                      "[caller.*] sections need [tls] client_ca to verify client certificates");
+  if (cfg->timestamp == KYSO_TIMESTAMP_EXTERNAL &&
+      strncmp(cfg->timestamp_url, "http://", 7) != 0 &&
+      strncmp(cfg->timestamp_url, "https://", 8) != 0)
+    return kyso_fail(err, KYSO_INVALID_ARGUMENT,
+                     "[signer] timestamp = external needs timestamp_url, an http:// or "
+                     "https:// RFC 3161 TSA address");
+  if ((cfg->tsa_http_cert[0] == '\0') != (cfg->tsa_http_key[0] == '\0'))
+    return kyso_fail(err, KYSO_INVALID_ARGUMENT,
+                     "[tsa] http_cert and http_key go together (HTTPS), or neither (HTTP)");
   if (stat(cfg->data_dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
     return kyso_fail(err, KYSO_FAILED_PRECONDITION,
                      "data directory '%s' does not exist; create it (mode 0700) first",

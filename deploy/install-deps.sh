@@ -14,6 +14,8 @@ packages=(
   librocksdb-dev rocksdb-tools libraft-dev libuv1-dev
   # XML
   libxml2-dev libxmlsec1-dev xmlsec1
+  # time-stamping: HTTP endpoint (libmicrohttpd), external TSA client (libcurl)
+  libmicrohttpd-dev libcurl4-openssl-dev curl
   # config, tests
   libinih-dev libcmocka-dev strace procps
 )

@@ -82,6 +82,9 @@ static kyso_status load_signatures(kysod *d, kysod_doc_view *v, int include_cms,
     si->account = r->account;
     si->unit = r->unit;
     si->signing_time = r->signing_time;
+    si->timestamp_time = r->timestamp_time;
+    si->timestamp_serial = r->timestamp_serial;
+    si->timestamp_tsa = r->timestamp_tsa;
     subject_of(d, r, v->subjects[i]);
     si->certificate_subject = v->subjects[i];
     if (include_cms) si->signature = r->cms;

@@ -29,6 +29,7 @@ static const rpc_method methods[] = {
     {"/kyso.v1.Archive/List", "archive.read", kysod__archive_list, RPC_UNARY},
     {"/kyso.v1.Archive/Scrub", "archive.scrub", kysod__archive_scrub, RPC_SERVER_STREAMING},
     {"/kyso.v1.Archive/Backup", "archive.backup", kysod__archive_backup, RPC_UNARY},
+    {"/kyso.v1.TimeStamp/Stamp", "timestamp", kysod__timestamp_stamp, RPC_UNARY},
     {"/grpc.health.v1.Health/Check", "health", kysod__health_check, RPC_UNARY},
 };
 
@@ -36,15 +37,17 @@ static void usage(FILE *f) {
   fprintf(f,
           "Usage: kysod --config FILE [--check]\n"
           "\n"
-          "Runs one kyso node: signs documents with keys held in a PKCS#11 HSM and\n"
-          "serves the kyso.v1 gRPC API over TLS.\n"
+          "Runs one kyso node: signs documents with keys held in a PKCS#11 HSM,\n"
+          "time-stamps them (RFC 3161) and serves the kyso.v1 gRPC API over TLS;\n"
+          "optionally also the RFC 3161 HTTP endpoint ([tsa] http_listen).\n"
           "\n"
           "  -c, --config FILE   configuration file (INI; see README.md, Configuration)\n"
           "      --check         load the configuration, open the HSM, then exit\n"
           "  -h, --help          show this help\n"
           "  -V, --version       show the version\n"
           "\n"
-          "kysod prints 'kysod: ready on ADDRESS' on standard output once it serves.\n"
+          "kysod prints 'kysod: ready on ADDRESS port N' on standard output once it\n"
+          "serves (followed by ' tsa-http port M' when the HTTP endpoint is on).\n"
           "SIGTERM or SIGINT stop it gracefully: in-flight calls finish first.\n"
           "Exit status: 0 after a clean stop, 1 on a runtime failure, 2 on a\n"
           "configuration, PIN or HSM problem at start.\n");
@@ -143,6 +146,7 @@ int main(int argc, char **argv) {
   if (open_hsm(&d, &err) != KYSO_OK) goto fail;
   if (open_signer(&d, &err) != KYSO_OK) goto fail;
   if (open_archive(&d, &err) != KYSO_OK) goto fail;
+  if (kysod__tsa_open(&d, &err) != KYSO_OK) goto fail;
   if (check_only) {
     printf("kysod: configuration '%s' is valid and token '%s' opened\n", config_path,
            d.cfg.hsm_token);
@@ -162,10 +166,18 @@ int main(int argc, char **argv) {
   if (rpc_server_start(&so, methods, sizeof(methods) / sizeof(methods[0]), &d, &srv, &err) !=
       KYSO_OK)
     goto fail;
+  if (kysod__tsa_http_start(&d, &err) != KYSO_OK) goto fail;
   atomic_store(&d.serving, 1);
   kyso_log(KYSO_LOG_INFO, "serving on %s (port %d), token '%s', %u workers", d.cfg.listen,
            rpc_server_port(srv), d.cfg.hsm_token, d.cfg.worker_threads);
-  printf("kysod: ready on %s port %d\n", d.cfg.listen, rpc_server_port(srv));
+  if (d.tsa_http != NULL) {
+    kyso_log(KYSO_LOG_INFO, "RFC 3161 HTTP endpoint on %s (port %d)", d.cfg.tsa_http_listen,
+             http_server_port(d.tsa_http));
+    printf("kysod: ready on %s port %d tsa-http port %d\n", d.cfg.listen, rpc_server_port(srv),
+           http_server_port(d.tsa_http));
+  } else {
+    printf("kysod: ready on %s port %d\n", d.cfg.listen, rpc_server_port(srv));
+  }
   fflush(stdout);
 
   int sig = 0;
@@ -174,6 +186,8 @@ int main(int argc, char **argv) {
   kyso_log(KYSO_LOG_INFO, "signal %d: stopping, in-flight calls finish first (up to %d ms)", sig,
            d.cfg.shutdown_grace_ms);
   atomic_store(&d.serving, 0);
+  http_server_stop(d.tsa_http);
+  d.tsa_http = NULL;
   rpc_server_shutdown(srv, d.cfg.shutdown_grace_ms);
   srv = NULL;
   kyso_log(KYSO_LOG_INFO, "stopped");
@@ -188,6 +202,7 @@ fail:
   rc = 2;
 out:
   rpc_server_shutdown(srv, 0);
+  kysod__tsa_close(&d);
   archive_close(d.archive);
   signer_close(d.signer);
   hsm_close(d.hsm);

@@ -3,11 +3,15 @@
 #define KYSOD_H
 
 #include <openssl/x509.h>
+#include <pthread.h>
 #include <stdatomic.h>
 
 #include "kyso/archive.h"
 #include "kyso/config.h"
 #include "kyso/hsm.h"
+#include "kyso/http.h"
+#include "kyso/limits.h"
+#include "kyso/tsa_state.h"
 #include "kyso/rpc.h"
 #include "kyso/signer.h"
 #include "kyso/status.h"
@@ -23,6 +27,13 @@ typedef struct kysod {
   int test_sign_delay_ms;   /* fault injection for tests (KYSO_TEST_SIGN_DELAY_MS) */
   atomic_int serving;
   atomic_int hsm_recovering;
+  /* Time-stamping (tsa_service.c) */
+  pthread_rwlock_t tsa_lock; /* guards tsa: replaced when its certificate is imported */
+  signer_tsa *tsa;           /* NULL until kyso/tsa/<name> has a key and certificate */
+  char tsa_label[KYSO_MAX_LABEL + 1];
+  tsa_state *tsa_state;      /* serials and genTime clock of this node */
+  http_server *tsa_http;     /* RFC 3161 over HTTP, when [tsa] http_listen is set */
+  X509_STORE *ext_tsa_store; /* [signer] timestamp_ca: trust anchors of the external TSA */
 } kysod;
 
 /* Authorisation: client certificate -> caller -> roles -> operation. */
@@ -80,6 +91,30 @@ kyso_status kysod__require_key(kysod *d, const char *label, X509 **cert,
 /* After an UNAVAILABLE from the HSM: re-initialise it (one thread at a
  * time). OK means the caller may retry its operation once. */
 kyso_status kysod__recover_hsm(kysod *d, kyso_err *err) KYSO_MUST_CHECK;
+
+/* Time-stamping (tsa_service.c). kysod__tsa_open opens the serial/clock
+ * state and the TSA if it is provisioned (a TSA certificate without the
+ * critical timeStamping EKU is an error: kysod must not start); the HTTP
+ * endpoint starts separately, once the rest is ready. */
+kyso_status kysod__tsa_open(kysod *d, kyso_err *err) KYSO_MUST_CHECK;
+kyso_status kysod__tsa_http_start(kysod *d, kyso_err *err) KYSO_MUST_CHECK;
+void kysod__tsa_close(kysod *d);
+/* Before a certificate is stored for label: a TSA key's must carry the EKU. */
+kyso_status kysod__tsa_check_import(kysod *d, const char *label, X509 *cert,
+                                    kyso_err *err) KYSO_MUST_CHECK;
+/* After a certificate was stored for label: (re)opens the TSA if it is ours. */
+void kysod__tsa_reload(kysod *d, const char *label);
+/* 1 if the TSA can issue now; otherwise 0 and why. */
+int kysod__tsa_ready(kysod *d, char *why, size_t why_size);
+/* The signature-time-stamp token for a signature value's SHA-256, from
+ * kysod's TSA or the external one ([signer] timestamp); *token
+ * OPENSSL_malloc()ed, *info describes it. timeout_ms bounds an external
+ * request. FAILED_PRECONDITION when time-stamps are off or the TSA is not
+ * provisioned; UNAVAILABLE when it cannot issue now. */
+kyso_status kysod__signature_timestamp(kysod *d, const uint8_t sha256[32], int64_t timeout_ms,
+                                       uint8_t **token, size_t *token_len, signer_ts_info *info,
+                                       kyso_err *err) KYSO_MUST_CHECK;
+void kysod__timestamp_stamp(rpc_call *call, void *app);
 
 /* Packs a protobuf-c message and finishes the call with OK. */
 void kysod__reply(rpc_call *call, const ProtobufCMessage *msg);

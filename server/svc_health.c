@@ -19,7 +19,24 @@ void kysod__reply(rpc_call *call, const ProtobufCMessage *msg) {
   free(buf);
 }
 
-static const char *const known_services[] = {"", "kyso.v1.Signer", "kyso.v1.Keys"};
+static const char *const known_services[] = {"", "kyso.v1.Signer", "kyso.v1.Keys",
+                                             "kyso.v1.Archive", "kyso.v1.TimeStamp"};
+
+/* The process serves, or it does not; the TSA, and the Signer when its
+ * signatures carry kysod's own time-stamps, also need a provisioned TSA
+ * whose clock is not behind its last genTime. */
+static int service_serving(kysod *d, const char *service) {
+  char why[256];
+  if (!atomic_load(&d->serving)) return 0;
+  int needs_tsa = strcmp(service, "kyso.v1.TimeStamp") == 0 ||
+                  (strcmp(service, "kyso.v1.Signer") == 0 &&
+                   d->cfg.timestamp == KYSO_TIMESTAMP_INTERNAL);
+  if (needs_tsa && !kysod__tsa_ready(d, why, sizeof(why))) {
+    kyso_log(KYSO_LOG_DEBUG, "health: %s not serving: %s", service, why);
+    return 0;
+  }
+  return 1;
+}
 
 void kysod__health_check(rpc_call *call, void *app) {
   kysod *d = app;
@@ -40,7 +57,7 @@ void kysod__health_check(rpc_call *call, void *app) {
     rpc_call_finish(call, KYSO_NOT_FOUND, "unknown service", NULL, 0);
   } else {
     Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
-    resp.status = atomic_load(&d->serving)
+    resp.status = service_serving(d, req->service)
                       ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
                       : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
     kysod__reply(call, &resp.base);

@@ -206,8 +206,10 @@ void kysod__keys_import_certificate(rpc_call *call, void *app) {
       goto out;
     }
   }
+  if ((st = kysod__tsa_check_import(d, label, cert, &err)) != KYSO_OK) goto out;
   if ((st = signer_import_certificate(d->signer, label, cert, chain, &err)) != KYSO_OK) goto out;
   kyso_log(KYSO_LOG_INFO, "cert-import principal=%s key=%s", rpc_call_peer(call)->principal, label);
+  kysod__tsa_reload(d, label);
   st = reply_key(call, d, label, &err);
 out:
   if (st != KYSO_OK) rpc_call_finish(call, st, err.msg, NULL, 0);

@@ -31,6 +31,8 @@ typedef struct sign_job {
   size_t cms_len;
   uint8_t *result;
   size_t result_len;
+  int stamped;       /* CAdES-T: the cms carries a signature-time-stamp */
+  signer_ts_info ts; /* that token */
 } sign_job;
 
 static void job_clear(sign_job *j) {
@@ -89,6 +91,41 @@ static kyso_status make_signature(kysod *d, sign_job *j, kyso_err *err) {
   }
 }
 
+/* CAdES-T asked for explicitly, or by the node's default. */
+static int wants_timestamp(const kysod *d, const Kyso__V1__SignRequest *req) {
+  if (req->format == KYSO__V1__SIGNATURE_FORMAT__SIGNATURE_FORMAT_CADES_T) return 1;
+  if (req->format == KYSO__V1__SIGNATURE_FORMAT__SIGNATURE_FORMAT_CADES_BES) return 0;
+  return d->cfg.timestamp != KYSO_TIMESTAMP_OFF;
+}
+
+/* CAdES-T: a time-stamp token over the signature value, added as the
+ * signature-time-stamp unsigned attribute; the signed part is unchanged. */
+static kyso_status add_timestamp(kysod *d, rpc_call *call, sign_job *j, kyso_err *err) {
+  kyso_status st;
+  uint8_t *value = NULL, *token = NULL, *stamped = NULL;
+  size_t value_len = 0, token_len = 0, stamped_len = 0;
+  uint8_t digest[32];
+  if ((st = signer_cms_signature_value(j->cms, j->cms_len, &value, &value_len, err)) != KYSO_OK)
+    goto out;
+  SHA256(value, value_len, digest);
+  st = kysod__signature_timestamp(d, digest, rpc_call_remaining_ms(call), &token, &token_len,
+                                  &j->ts, err);
+  if (st != KYSO_OK) {
+    kyso_err_wrap(err, "time-stamping the signature");
+    goto out;
+  }
+  st = signer_cms_add_timestamp(j->cms, j->cms_len, token, token_len, &stamped, &stamped_len, err);
+  if (st != KYSO_OK) goto out;
+  OPENSSL_free(j->cms);
+  j->cms = stamped;
+  j->cms_len = stamped_len;
+  j->stamped = 1;
+out:
+  free(value);
+  OPENSSL_free(token);
+  return st;
+}
+
 /* Packs the record_signing command and submits it with the inline bytes. */
 static kyso_status record(kysod *d, rpc_call *call, sign_job *j, kyso_err *err) {
   kyso_status st = KYSO_OK;
@@ -143,6 +180,11 @@ static kyso_status record(kysod *d, rpc_call *call, sign_job *j, kyso_err *err) 
   rs.chain = chain;
   rs.n_chain = (size_t)n_der;
   rs.signing_time = j->when;
+  if (j->stamped) {
+    rs.timestamp_time = j->ts.gen_time_text;
+    rs.timestamp_serial = j->ts.serial;
+    rs.timestamp_tsa = j->ts.tsa;
+  }
   cmd.version = 1;
   cmd.time_unix_ms = (int64_t)j->now * 1000;
   cmd.principal = (char *)rpc_call_peer(call)->principal;
@@ -199,6 +241,9 @@ static kyso_status reply_stored(kysod *d, rpc_call *call, const uint8_t sig_id[3
   resp.signature_id = sig_hex;
   resp.signature_order = rec->order;
   resp.replayed = 1;
+  resp.timestamp_time = rec->timestamp_time;
+  resp.timestamp_serial = rec->timestamp_serial;
+  resp.timestamp_tsa = rec->timestamp_tsa;
   kyso_log(KYSO_LOG_INFO, "sign replayed principal=%s request_id=%s signature=%s",
            rpc_call_peer(call)->principal, request_id, sig_hex);
   kysod__reply(call, &resp.base);
@@ -251,9 +296,15 @@ static void reply_fresh(rpc_call *call, sign_job *j, Kyso__Store__V1__CommandRes
   resp.archive_id = res != NULL ? digest_hex : (char *)"";
   resp.signature_id = sig_hex;
   resp.signature_order = res != NULL ? res->signature_order : 0;
-  kyso_log(KYSO_LOG_INFO, "sign principal=%s key=%s sha256=%s bytes=%llu order=%u request_id=%s",
+  if (j->stamped) {
+    resp.timestamp_time = j->ts.gen_time_text;
+    resp.timestamp_serial = j->ts.serial;
+    resp.timestamp_tsa = j->ts.tsa;
+  }
+  kyso_log(KYSO_LOG_INFO,
+           "sign principal=%s key=%s sha256=%s bytes=%llu order=%u request_id=%s ts_serial=%s",
            rpc_call_peer(call)->principal, j->label, digest_hex, (unsigned long long)j->size,
-           resp.signature_order, j->req->request_id);
+           resp.signature_order, j->req->request_id, j->stamped ? j->ts.serial : "-");
   kysod__reply(call, &resp.base);
   OPENSSL_free(cert_der);
 }
@@ -290,6 +341,7 @@ void kysod__signer_sign(rpc_call *call, void *app) {
   gmtime_r(&j.now, &tm);
   strftime(j.when, sizeof(j.when), "%Y-%m-%dT%H:%M:%SZ", &tm);
   if ((st = make_signature(d, &j, &err)) != KYSO_OK) goto out;
+  if (wants_timestamp(d, j.req) && (st = add_timestamp(d, call, &j, &err)) != KYSO_OK) goto out;
   if (d->test_sign_delay_ms > 0) usleep((useconds_t)d->test_sign_delay_ms * 1000);
   /* A signature the caller no longer waits for is dropped, not half-kept. */
   if ((st = deadline_check(call, "while signing", &err)) != KYSO_OK) goto out;

@@ -11,6 +11,7 @@
 
 #define PERSONAL_PREFIX "kyso/personal/"
 #define SEAL_PREFIX "kyso/seal/"
+#define TSA_PREFIX "kyso/tsa/"
 
 kyso_status kysod__check_name(const char *what, const char *value, kyso_err *err) {
   size_t n = value ? strlen(value) : 0;
@@ -80,9 +81,14 @@ kyso_status kysod__key_label(const Kyso__V1__KeyRef *ref, char *label, size_t si
       if ((st = kysod__check_name("key.unit", ref->unit, err)) != KYSO_OK) return st;
       snprintf(label, size, SEAL_PREFIX "%s", ref->unit);
       return KYSO_OK;
+    case KYSO__V1__KEY_ROLE__KEY_ROLE_TSA:
+      if ((st = kysod__check_name("key.account (the TSA's name)", ref->account, err)) != KYSO_OK)
+        return st;
+      snprintf(label, size, TSA_PREFIX "%s", ref->account);
+      return KYSO_OK;
     default:
       return kyso_fail(err, KYSO_INVALID_ARGUMENT,
-                       "key.role must be KEY_ROLE_PERSONAL or KEY_ROLE_SEAL");
+                       "key.role must be KEY_ROLE_PERSONAL, KEY_ROLE_SEAL or KEY_ROLE_TSA");
   }
 }
 
@@ -95,6 +101,11 @@ int kysod__label_to_ref(char *label_copy, Kyso__V1__KeyRef *ref) {
   if (strncmp(label_copy, SEAL_PREFIX, strlen(SEAL_PREFIX)) == 0) {
     ref->role = KYSO__V1__KEY_ROLE__KEY_ROLE_SEAL;
     ref->unit = label_copy + strlen(SEAL_PREFIX);
+    return 1;
+  }
+  if (strncmp(label_copy, TSA_PREFIX, strlen(TSA_PREFIX)) == 0) {
+    ref->role = KYSO__V1__KEY_ROLE__KEY_ROLE_TSA;
+    ref->account = label_copy + strlen(TSA_PREFIX);
     return 1;
   }
   return 0;
@@ -121,8 +132,13 @@ kyso_status kysod__check_sign_request(const struct Kyso__V1__SignRequest *req, s
     return kyso_fail(err, KYSO_INVALID_ARGUMENT,
                      "document is %zu bytes, more than the %zu a Sign message may carry",
                      req->document.len, max_doc);
+  if (req->key != NULL && req->key->role == KYSO__V1__KEY_ROLE__KEY_ROLE_TSA)
+    return kyso_fail(err, KYSO_INVALID_ARGUMENT,
+                     "a TSA key signs time-stamps only; sign documents with a personal or "
+                     "seal key");
   if (req->format != KYSO__V1__SIGNATURE_FORMAT__SIGNATURE_FORMAT_UNSPECIFIED &&
-      req->format != KYSO__V1__SIGNATURE_FORMAT__SIGNATURE_FORMAT_CADES_BES)
+      req->format != KYSO__V1__SIGNATURE_FORMAT__SIGNATURE_FORMAT_CADES_BES &&
+      req->format != KYSO__V1__SIGNATURE_FORMAT__SIGNATURE_FORMAT_CADES_T)
     return kyso_fail(err, KYSO_INVALID_ARGUMENT, "signature format %d is not supported",
                      (int)req->format);
   if (req->rsa_scheme > KYSO__V1__RSA_SCHEME__RSA_SCHEME_PSS)

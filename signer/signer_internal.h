@@ -9,8 +9,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <openssl/cms.h>
 #include <openssl/core.h>
 #include <openssl/evp.h>
+#include <openssl/ts.h>
 #include <openssl/x509.h>
 
 #include "kyso/hsm.h"
@@ -151,5 +153,27 @@ kyso_status signer__label_check(const char *label, kyso_err *err);
 kyso_status signer__openssl_failure(kyso_err *err, const char *what, const char *label);
 /* A new reference to the cached kysohsm key of label (NOT_FOUND from hsm). */
 kyso_status signer__key_get(signer *s, const char *label, EVP_PKEY **out, kyso_err *err);
+
+/* cms_verify.c — the CMS parse both verification and CAdES-T use */
+/* A DER CMS SignedData with at least one SignerInfo and nothing after it,
+ * detached when asked; INVALID_ARGUMENT saying what it is instead. */
+kyso_status signer__cms_parse(const uint8_t *sig, size_t sig_len, int detached,
+                              CMS_ContentInfo **out, kyso_err *err);
+
+/* ts_info.c — RFC 3161 status for messages */
+/* "rejection (PKIStatus 2), failure badAlg: text" into out. */
+void signer__ts_status_line(TS_STATUS_INFO *si, char *out, size_t size);
+
+/* ts_client.c — requests and token checks shared with tsa.c and cms_verify.c */
+/* DER TimeStampReq (version 1, SHA-256 imprint, certReq true, the nonce
+ * when non-NULL); *der OPENSSL_malloc()ed. */
+kyso_status signer__ts_request(const uint8_t sha256[32], const uint64_t *nonce, uint8_t **der,
+                               size_t *der_len, kyso_err *err);
+/* Runs the checks set in vctx (flags, imprint, nonce) on token; with a
+ * store, also the token's signature and ESS signing certificate, and the
+ * TSA certificate's chain to store with the timeStamping purpose forced,
+ * at the store's time. FAILED_PRECONDITION naming the failed check. */
+kyso_status signer__ts_check(TS_VERIFY_CTX *vctx, PKCS7 *token, X509_STORE *store,
+                             kyso_err *err);
 
 #endif

@@ -11,11 +11,13 @@
 #include <openssl/ts.h>
 #include <openssl/x509v3.h>
 
+#include "kyso/x509_text.h"
 #include "signer_internal.h"
 
 struct signer_tsa {
   signer *s;
   char label[KYSO_MAX_LABEL + 1];
+  char name[256];         /* the certificate's subject, one UTF-8 line */
   EVP_PKEY *key;          /* kysohsm key */
   X509 *cert;             /* the TSA certificate */
   STACK_OF(X509) *chain;  /* its chain, may be NULL */
@@ -42,6 +44,21 @@ static int eku_is_timestamping_only(X509 *cert) {
   EXTENDED_KEY_USAGE_free(eku);
   return ok;
 }
+
+kyso_status signer_tsa_check_certificate(X509 *cert, kyso_err *err) {
+  if (cert == NULL)
+    return kyso_fail(err, KYSO_INVALID_ARGUMENT, "signer_tsa_check_certificate: no certificate");
+  if (eku_is_timestamping_only(cert)) return KYSO_OK;
+  char name[256];
+  ERR_clear_error(); /* an undecodable extension leaves its error behind */
+  kyso_x509_name_utf8(X509_get_subject_name(cert), name, sizeof(name));
+  return kyso_fail(err, KYSO_FAILED_PRECONDITION,
+                   "certificate '%s' is not a TSA certificate: it needs a critical "
+                   "extendedKeyUsage of exactly timeStamping (RFC 3161 2.3)",
+                   name);
+}
+
+const char *signer_tsa_name(const signer_tsa *t) { return t != NULL ? t->name : ""; }
 
 void signer_tsa_close(signer_tsa *t) {
   if (t == NULL) return;
@@ -78,15 +95,11 @@ kyso_status signer_tsa_open(signer *s, const char *label, const char *policy_oid
     st = kyso_fail(err, KYSO_FAILED_PRECONDITION,
                    "key '%s' has no certificate; import a TSA certificate first", label);
   if (st != KYSO_OK) goto out;
-  if (!eku_is_timestamping_only(t->cert)) {
-    char name[256];
-    X509_NAME_oneline(X509_get_subject_name(t->cert), name, sizeof(name));
-    st = kyso_fail(err, KYSO_FAILED_PRECONDITION,
-                   "certificate '%s' of key '%s' is not a TSA certificate: it needs a critical "
-                   "extendedKeyUsage of exactly timeStamping (RFC 3161 2.3)",
-                   name, label);
+  if ((st = signer_tsa_check_certificate(t->cert, err)) != KYSO_OK) {
+    kyso_err_wrap(err, "key '%s'", label);
     goto out;
   }
+  kyso_x509_name_utf8(X509_get_subject_name(t->cert), t->name, sizeof(t->name));
   *out = t;
   t = NULL;
 out:
@@ -136,31 +149,22 @@ static TS_RESP_CTX *make_ctx(signer_tsa *t, stamp *sp) {
   return ctx;
 }
 
-kyso_status signer_tsa_respond(signer_tsa *t, const uint8_t *req, size_t req_len,
-                               uint64_t serial, time_t gen_time, unsigned gen_time_ms,
-                               uint8_t **resp, size_t *resp_len, kyso_err *err) {
+/* Runs OpenSSL's responder over one DER request: *out is a granted
+ * response or a rejection for the client's fault (badAlg, badDataFormat …),
+ * the response the client gets. Failures of ours (HSM, OpenSSL) are errors.
+ * Arguments are the caller's to check. */
+static kyso_status answer(signer_tsa *t, const uint8_t *req, size_t req_len, stamp *sp,
+                          TS_RESP **out, kyso_err *err) {
   kyso_status st = KYSO_OK;
-  stamp sp = {serial, gen_time, gen_time_ms};
   TS_RESP_CTX *ctx = NULL;
   BIO *in = NULL;
   TS_RESP *r = NULL;
-  unsigned char *der = NULL;
-  if (t == NULL || resp == NULL || resp_len == NULL || (req == NULL && req_len > 0))
-    return kyso_fail(err, KYSO_INVALID_ARGUMENT,
-                     "signer_tsa_respond: TSA, request and output are required");
-  *resp = NULL;
-  *resp_len = 0;
-  if (gen_time < 0 || gen_time_ms > 999)
-    return kyso_fail(err, KYSO_INVALID_ARGUMENT, "genTime %lld.%03u is out of range",
-                     (long long)gen_time, gen_time_ms);
-  if (req_len > INT_MAX)
-    return kyso_fail(err, KYSO_INVALID_ARGUMENT, "time-stamp request of %zu bytes is too large",
-                     req_len);
+  *out = NULL;
   ERR_clear_error();
   signer__hsm_error_clear();
   /* A malformed request is answered by OpenSSL itself: rejection with
    * badDataFormat, so a parse failure is not an error here. */
-  if ((ctx = make_ctx(t, &sp)) == NULL ||
+  if ((ctx = make_ctx(t, sp)) == NULL ||
       (in = BIO_new_mem_buf(req_len > 0 ? (const void *)req : (const void *)"", (int)req_len)) ==
           NULL ||
       (r = TS_RESP_create_response(ctx, in)) == NULL) {
@@ -181,6 +185,39 @@ kyso_status signer_tsa_respond(signer_tsa *t, const uint8_t *req, size_t req_len
     st = signer__openssl_failure(err, "time-stamp signature", t->label);
     goto out;
   }
+  *out = r;
+  r = NULL;
+out:
+  TS_RESP_free(r);
+  BIO_free(in);
+  TS_RESP_CTX_free(ctx);
+  return st;
+}
+
+static kyso_status check_time(time_t gen_time, unsigned gen_time_ms, kyso_err *err) {
+  if (gen_time < 0 || gen_time_ms > 999)
+    return kyso_fail(err, KYSO_INVALID_ARGUMENT, "genTime %lld.%03u is out of range",
+                     (long long)gen_time, gen_time_ms);
+  return KYSO_OK;
+}
+
+kyso_status signer_tsa_respond(signer_tsa *t, const uint8_t *req, size_t req_len,
+                               uint64_t serial, time_t gen_time, unsigned gen_time_ms,
+                               uint8_t **resp, size_t *resp_len, kyso_err *err) {
+  kyso_status st;
+  stamp sp = {serial, gen_time, gen_time_ms};
+  TS_RESP *r = NULL;
+  unsigned char *der = NULL;
+  if (t == NULL || resp == NULL || resp_len == NULL || (req == NULL && req_len > 0))
+    return kyso_fail(err, KYSO_INVALID_ARGUMENT,
+                     "signer_tsa_respond: TSA, request and output are required");
+  *resp = NULL;
+  *resp_len = 0;
+  if ((st = check_time(gen_time, gen_time_ms, err)) != KYSO_OK) return st;
+  if (req_len > INT_MAX)
+    return kyso_fail(err, KYSO_INVALID_ARGUMENT, "time-stamp request of %zu bytes is too large",
+                     req_len);
+  if ((st = answer(t, req, req_len, &sp, &r, err)) != KYSO_OK) goto out;
   int n = i2d_TS_RESP(r, &der);
   if (n <= 0) {
     st = signer__openssl_failure(err, "time-stamp response encoding", t->label);
@@ -192,8 +229,49 @@ kyso_status signer_tsa_respond(signer_tsa *t, const uint8_t *req, size_t req_len
 out:
   OPENSSL_free(der);
   TS_RESP_free(r);
-  BIO_free(in);
-  TS_RESP_CTX_free(ctx);
+  ERR_clear_error();
+  return st;
+}
+
+/* The request is built here and answered by the same responder as any
+ * client's, so a signature-time-stamp is exactly what `openssl ts -query
+ * -cert` would have got. */
+kyso_status signer_tsa_stamp_digest(signer_tsa *t, const uint8_t sha256[32], uint64_t serial,
+                                    time_t gen_time, unsigned gen_time_ms, uint8_t **token,
+                                    size_t *token_len, kyso_err *err) {
+  kyso_status st;
+  stamp sp = {serial, gen_time, gen_time_ms};
+  uint8_t *req = NULL;
+  size_t req_len = 0;
+  TS_RESP *r = NULL;
+  unsigned char *der = NULL;
+  if (token != NULL) *token = NULL;
+  if (token_len != NULL) *token_len = 0;
+  if (t == NULL || sha256 == NULL || token == NULL || token_len == NULL)
+    return kyso_fail(err, KYSO_INVALID_ARGUMENT,
+                     "signer_tsa_stamp_digest: TSA, digest and output are required");
+  if ((st = check_time(gen_time, gen_time_ms, err)) != KYSO_OK) return st;
+  if ((st = signer__ts_request(sha256, NULL, &req, &req_len, err)) != KYSO_OK) goto out;
+  if ((st = answer(t, req, req_len, &sp, &r, err)) != KYSO_OK) goto out;
+  PKCS7 *tok = TS_RESP_get_token(r);
+  if (tok == NULL) { /* our own request refused: a bug, not the caller's fault */
+    char why[256];
+    signer__ts_status_line(TS_RESP_get_status_info(r), why, sizeof(why));
+    st = kyso_fail(err, KYSO_INTERNAL, "TSA '%s' refused its own request: %s", t->label, why);
+    goto out;
+  }
+  int n = i2d_PKCS7(tok, &der);
+  if (n <= 0) {
+    st = signer__openssl_failure(err, "time-stamp token encoding", t->label);
+    goto out;
+  }
+  *token = der;
+  *token_len = (size_t)n;
+  der = NULL;
+out:
+  OPENSSL_free(der);
+  OPENSSL_free(req);
+  TS_RESP_free(r);
   ERR_clear_error();
   return st;
 }

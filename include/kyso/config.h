@@ -17,6 +17,17 @@ enum {
   KYSO_ROLE_ARCHIVIST = 1u << 2, /* reads and verifies */
 };
 
+/* Where CAdES-T signature time-stamps come from ([signer] timestamp). */
+typedef enum {
+  KYSO_TIMESTAMP_INTERNAL = 0, /* kysod's own TSA key (default) */
+  KYSO_TIMESTAMP_EXTERNAL,     /* an RFC 3161 TSA at timestamp_url */
+  KYSO_TIMESTAMP_OFF,          /* CAdES-BES: no time-stamp */
+} kyso_timestamp_mode;
+
+/* kyso's default TSA policy: an OID under 2.25 (a UUID, ITU-T X.667), so
+ * it needs no registration. Production TSAs set their own ([tsa] policy). */
+#define KYSO_DEFAULT_TSA_POLICY "2.25.7195448816352327920619818468147684736"
+
 /* A caller kysod knows: [caller.NAME] with its certificate fingerprint. */
 typedef struct kyso_caller {
   char name[64];
@@ -34,6 +45,7 @@ typedef struct kyso_config {
   int shutdown_grace_ms;
   unsigned max_call_seconds;
   char log_level[16];
+  unsigned node_id;           /* 1..65535: the high 16 bits of TSA serials */
   /* [archive] */
   uint64_t max_document;
   unsigned group_commit_max;
@@ -47,6 +59,19 @@ typedef struct kyso_config {
   char pin_file[KYSO_PATH_MAX];
   char pin_env[64];
   unsigned hsm_sessions;
+  /* [signer] */
+  kyso_timestamp_mode timestamp;
+  char timestamp_url[512];
+  unsigned timestamp_timeout_ms;
+  char timestamp_ca[KYSO_PATH_MAX]; /* trust anchors of the external TSA */
+  /* [tsa] — kysod as a time-stamping authority */
+  char tsa_name[64];          /* key label kyso/tsa/<name> */
+  char tsa_policy[128];       /* dotted OID */
+  char tsa_http_listen[256];  /* "" = HTTP endpoint off */
+  char tsa_http_cert[KYSO_PATH_MAX];
+  char tsa_http_key[KYSO_PATH_MAX];
+  size_t tsa_http_max_request;
+  unsigned tsa_http_threads;
   /* [caller.NAME] ... */
   kyso_caller *callers;
   size_t caller_count;

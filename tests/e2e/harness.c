@@ -109,6 +109,7 @@ e2e *e2e_new(void) {
   e2e__current = e;
   snprintf(e->pki, sizeof(e->pki), "%s/pki", e->dir);
   snprintf(e->config, sizeof(e->config), "%s/kysod.ini", e->dir);
+  snprintf(e->tsa_name, sizeof(e->tsa_name), "default");
   snprintf(e->pin_file, sizeof(e->pin_file), "%s/hsm.pin", e->dir);
   snprintf(e->hsm_conf, sizeof(e->hsm_conf), "%s/hsm/softhsm2.conf", e->dir);
   snprintf(e->token, sizeof(e->token), "e2e-");
@@ -235,6 +236,8 @@ static int wait_ready(e2e *e) {
     while ((nl = memchr(buf, '\n', len)) != NULL) {
       *nl = '\0';
       const char *p = strstr(buf, " port ");
+      const char *h = strstr(buf, " tsa-http port ");
+      e->tsa_http_port = h ? atoi(h + 15) : 0;
       if (strncmp(buf, "kysod: ready on ", 16) == 0 && p) return atoi(p + 6);
       len -= (size_t)(nl + 1 - buf);
       memmove(buf, nl + 1, len);
@@ -298,7 +301,19 @@ int e2e_start(e2e *e, const char *const *extra_env) {
              port < 0 ? "timed out" : "it exited", st);
   }
   e->port = port;
-  return open_clients(e);
+  if (open_clients(e) != 0) return -1;
+  if (!e->tsa_provisioned && !e->no_auto_tsa) {
+    e2e_provision_key(e, KYSO__V1__KEY_ROLE__KEY_ROLE_TSA, e->tsa_name,
+                      KYSO__V1__KEY_ALGORITHM__KEY_ALGORITHM_EC_P256);
+    e->tsa_provisioned = 1;
+  }
+  return 0;
+}
+
+void e2e_config_append(e2e *e, const char *text) {
+  FILE *f = fopen(e->config, "a");
+  if (f == NULL || fputs(text, f) < 0 || fclose(f) != 0)
+    E2E_FAIL("cannot append to %s", e->config);
 }
 
 int e2e_stop(e2e *e) { return e2e_stop_allowing(e, NULL); }

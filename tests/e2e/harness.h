@@ -18,6 +18,7 @@
 #include "kyso/v1/common.pb-c.h"
 #include "kyso/v1/archive.pb-c.h"
 #include "kyso/v1/signer.pb-c.h"
+#include "kyso/v1/timestamp.pb-c.h"
 
 /* Who calls: each identity is its own client certificate (or none). */
 typedef enum {
@@ -43,6 +44,10 @@ typedef struct e2e {
   int port;
   int stdout_fd;          /* read end of kysod's stdout pipe */
   int starts;
+  int tsa_http_port;      /* the RFC 3161 HTTP endpoint's port, 0 when off */
+  int no_auto_tsa;        /* set before the first e2e_start: do not provision the TSA */
+  int tsa_provisioned;    /* the harness provisioned it already */
+  char tsa_name[32];      /* the TSA key auto-provisioned: kyso/tsa/<tsa_name> ("default") */
   kyso_client *clients[E2E_IDENTITIES];
 } e2e;
 
@@ -55,12 +60,18 @@ e2e *e2e_new(void);
 void e2e_free(e2e *e);
 /* Spawns kysod with SOFTHSM2_CONF plus extra_env ("K=V", NULL-terminated,
  * may be NULL; they replace variables of the same name) and waits for "kysod: ready on ... port N"; opens the clients.
+ * On the first start that gets ready (unless no_auto_tsa) it provisions the TSA key
+ * kyso/tsa/default (EC P-256, pki.sh's tsa profile), as a real deployment
+ * does before signing: kysod's signatures are CAdES-T by default.
  * Returns 0 when ready; otherwise fails the test, printing kysod's stderr. */
 int e2e_start(e2e *e, const char *const *extra_env);
 /* Like e2e_start, but for a kysod expected to exit before it is ready:
  * returns 0 and its wait status in *wstatus if it exited, -1 if it got ready
  * (it is then stopped). */
 int e2e_start_expect_exit(e2e *e, const char *const *extra_env, int *wstatus);
+/* Appends text (INI lines, e.g. "[tsa]\nhttp_listen = 127.0.0.1:0\n") to
+ * kysod's configuration, for the next start. */
+void e2e_config_append(e2e *e, const char *text);
 /* SIGTERM + waitpid; fails the test unless kysod exits with status 0 and its
  * stderr is clean (e2e_check_log_clean). */
 int e2e_stop(e2e *e);
@@ -85,12 +96,12 @@ void e2e_key_ref(Kyso__V1__KeyRef *ref, Kyso__V1__KeyRole role, const char *name
 /* Keys.Generate only (no certificate), as the operator. */
 int e2e_generate_key(e2e *e, Kyso__V1__KeyRole role, const char *name,
                      Kyso__V1__KeyAlgorithm alg);
-/* Keys.Generate -> Keys.CreateCsr -> pki.sh issue (signer|seal profile) ->
+/* Keys.Generate -> Keys.CreateCsr -> pki.sh issue (signer|seal|tsa profile) ->
  * Keys.ImportCertificate (leaf as DER, chain.pem as PEM), as the operator. */
 int e2e_provision_key(e2e *e, Kyso__V1__KeyRole role, const char *name,
                       Kyso__V1__KeyAlgorithm alg);
-/* Signer.Sign of doc by identity who with the key (role, name); request_id
- * may be NULL. Returns the gRPC status; *resp (OK only) is the caller's to
+/* Signer.Sign of doc by identity who with the key (role, name), in the
+ * node's default format (CAdES-T); request_id may be NULL. Returns the gRPC status; *resp (OK only) is the caller's to
  * free with kyso__v1__sign_response__free_unpacked. */
 int e2e_sign(e2e *e, e2e_ident who, Kyso__V1__KeyRole role, const char *name, int rsa_scheme,
              const uint8_t *doc, size_t len, const char *request_id, int64_t timeout_ms,
@@ -224,6 +235,47 @@ int e2e_find_in_files(const char *dir, const char *suffix, const uint8_t *needle
 void e2e_flip_byte(const char *path, long offset);
 /* Sum of the sizes of the regular files under dir (not following links). */
 uint64_t e2e_dir_bytes(const char *dir);
+
+/* Time-stamps (harness_ts.c). Parsing here uses OpenSSL directly, never
+ * kyso's signer, so tests do not check kyso with itself. */
+/* TimeStamp.Stamp of a DER query on any client (thread-safe, never fails
+ * the test): the gRPC status, or -1 when no call could be made. */
+int e2e_stamp_with(kyso_client *c, const uint8_t *query, size_t len, int64_t timeout_ms,
+                   struct Kyso__V1__StampResponse **resp, char *msg, size_t msg_size);
+/* A DER TimeStampReq over SHA-256(data), certReq as given, with a random
+ * nonce (malloc()ed; NULL on failure). */
+uint8_t *e2e_ts_query(const uint8_t *data, size_t len, int cert_req, size_t *query_len);
+/* What a TimeStampResp (is_token 0) or a bare token (1) says. */
+typedef struct e2e_ts {
+  int status;             /* PKIStatus, -1 if it does not parse */
+  uint32_t failure_bits;  /* PKIFailureInfo bit n as 1u << n */
+  int has_token;
+  uint64_t serial;        /* 0 if it does not fit 64 bits */
+  int64_t gen_ms;         /* genTime, ms since the epoch */
+  char policy[128];
+} e2e_ts;
+int e2e_ts_parse(const uint8_t *der, size_t len, int is_token, e2e_ts *out);
+/* `openssl ts -verify` of a reply (or with token_in, a bare token) over the
+ * data file against DIR/pki/root.pem with DIR/pki/chain.pem untrusted, pki
+ * being e's (or pki_dir when non-NULL): the exit status; its output goes to
+ * work/ts-verify.log. */
+int e2e_openssl_ts_verify(e2e *e, const char *pki_dir, const char *reply, const char *data,
+                          int token_in);
+/* Writes the first SignerInfo's signature-time-stamp token and signature
+ * value of a DER CMS to the two paths: 1 if the token is there, 0 if the
+ * signature has none, -1 if the CMS does not parse. */
+int e2e_cms_timestamp(const uint8_t *cms, size_t len, const char *token_path,
+                      const char *sigvalue_path);
+/* grpc.health.v1 Check of service: 1 SERVING, 2 NOT_SERVING, -status on a
+ * gRPC error (e.g. -5 for an unknown service). */
+int e2e_health(e2e *e, const char *service);
+/* A loopback TCP port that was free a moment ago. */
+int e2e_free_port(void);
+/* `curl` POST of body_file to http://127.0.0.1:port path with content_type
+ * (NULL: none), or a GET when body_file is NULL; the reply body to out_file
+ * and headers to out_file.hdr. Returns the HTTP status, -1 if curl failed. */
+int e2e_http(int port, const char *path, const char *method, const char *content_type,
+             const char *body_file, const char *out_file);
 
 /* kysod's path, the kyso CLI's path, the fixtures and samples directories:
  * from the environment (KYSOD, KYSO_CLI, KYSO_FIXTURES, KYSO_SAMPLES) or the

@@ -59,6 +59,7 @@ static uint8_t *pem_to_der(const char *path, size_t *len) {
 int e2e_provision_key(e2e *e, Kyso__V1__KeyRole role, const char *name,
                       Kyso__V1__KeyAlgorithm alg) {
   int seal = role == KYSO__V1__KEY_ROLE__KEY_ROLE_SEAL;
+  int tsa = role == KYSO__V1__KEY_ROLE__KEY_ROLE_TSA;
   Kyso__V1__KeyRef ref;
   char msg[512], subject[256];
   e2e_generate_key(e, role, name, alg);
@@ -66,8 +67,8 @@ int e2e_provision_key(e2e *e, Kyso__V1__KeyRole role, const char *name,
 
   Kyso__V1__CreateCsrRequest creq = KYSO__V1__CREATE_CSR_REQUEST__INIT;
   Kyso__V1__CreateCsrResponse *cresp = NULL;
-  snprintf(subject, sizeof(subject), "/C=VN/O=Kyso E2E/OU=%s/CN=%s", seal ? "Seal" : "Personal",
-           name);
+  snprintf(subject, sizeof(subject), "/C=VN/O=Kyso E2E/OU=%s/CN=%s",
+           seal ? "Seal" : tsa ? "TSA" : "Personal", name);
   creq.key = &ref;
   creq.subject = subject;
   int st = e2e_call(e, E2E_OPS, "/kyso.v1.Keys/CreateCsr", &creq.base,
@@ -80,7 +81,7 @@ int e2e_provision_key(e2e *e, Kyso__V1__KeyRole role, const char *name,
   e2e_write_file(csr, cresp->csr.data, cresp->csr.len);
   kyso__v1__create_csr_response__free_unpacked(cresp, NULL);
   if (e2e_sh(log, "'%s/pki.sh' issue '%s' '%s' '%s' %s", e2e_fixtures_dir(), e->pki, csr, pem,
-             seal ? "seal" : "signer") != 0) {
+             seal ? "seal" : tsa ? "tsa" : "signer") != 0) {
     e2e_sh(NULL, "cat '%s' >&2", log);
     E2E_FAIL("pki.sh issue of %s's CSR failed (is the CSR valid?)", name);
   }
@@ -124,7 +125,6 @@ int e2e_sign(e2e *e, e2e_ident who, Kyso__V1__KeyRole role, const char *name, in
   req.document.data = (uint8_t *)doc;
   req.document.len = len;
   req.key = &ref;
-  req.format = KYSO__V1__SIGNATURE_FORMAT__SIGNATURE_FORMAT_CADES_BES;
   req.rsa_scheme = (Kyso__V1__RsaScheme)rsa_scheme;
   req.metadata = &meta;
   req.request_id = (char *)(request_id ? request_id : "");

@@ -76,7 +76,8 @@ static void list_keys(void **state) {
                     &kyso__v1__list_keys_response__descriptor, 10000, (ProtobufCMessage **)&resp,
                     msg, sizeof(msg));
   E2E_EQ("Keys.List status", st, 0);
-  E2E_EQ("Keys.List count", resp->n_keys, 3);
+  /* Three signing keys and the TSA key the harness provisions. */
+  E2E_EQ("Keys.List count", resp->n_keys, 4);
   for (size_t i = 0; i < resp->n_keys; i++) {
     const Kyso__V1__KeyInfo *k = resp->keys[i];
     if (i > 0 && strcmp(resp->keys[i - 1]->label, k->label) >= 0)
@@ -90,10 +91,11 @@ static void list_keys(void **state) {
     listed[n_listed++].len = k->public_key.len;
   }
   E2E_STREQ("third label in sort order", resp->keys[2]->label, "kyso/seal/H37.DN.001");
+  E2E_STREQ("fourth label in sort order", resp->keys[3]->label, "kyso/tsa/default");
   E2E_STREQ("next_page_token of the only page", resp->next_page_token, "");
   kyso__v1__list_keys_response__free_unpacked(resp, NULL);
 
-  /* The same three, one page at a time. */
+  /* The same four, one page at a time. */
   char token[160] = "";
   for (size_t page = 0;; page++) {
     req.page_size = 1;
