@@ -13,6 +13,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 demo=$root/demo
 build=$root/build
 port=${KYSO_DEMO_PORT:-7443}
+tsa_port=$((port + 1)) # the RFC 3161 HTTP endpoint
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 die() { echo "quickstart: $*" >&2; exit 1; }
@@ -92,6 +93,11 @@ sessions = 4
 fingerprint = $fingerprint
 roles = service,operator,archivist
 
+# kysod is also an RFC 3161 time-stamping authority; its HTTP endpoint is
+# off unless configured. Every signature is CAdES-T (time-stamped) by default.
+[tsa]
+http_listen = 127.0.0.1:$tsa_port
+
 # What the kyso command uses: kyso --config demo/kyso.conf ...
 [cli]
 address = 127.0.0.1:$port
@@ -104,6 +110,9 @@ CONF
 say "5. Starting kysod on 127.0.0.1:$port (log: demo/kysod.log)"
 if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
   die "port $port is already in use (an earlier kysod? stop it, or run with KYSO_DEMO_PORT=OTHER)"
+fi
+if (exec 3<>"/dev/tcp/127.0.0.1/$tsa_port") 2>/dev/null; then
+  die "port $tsa_port (the TSA's HTTP endpoint) is already in use; run with KYSO_DEMO_PORT=OTHER"
 fi
 SOFTHSM2_CONF=$softhsm_conf nohup "$kysod" --config "$demo/kyso.conf" > "$demo/kysod.out" 2> "$demo/kysod.log" &
 echo $! > "$demo/kysod.pid"
@@ -118,6 +127,11 @@ k() { echo "\$ kyso $*"; "$kyso" --config "$demo/kyso.conf" "$@"; }
 k health
 
 say "6. Generating keys inside the HSM and getting them certified"
+echo "First the TSA key: kysod time-stamps every signature with it (CAdES-T)."
+k keygen --tsa default --algorithm ec-p256
+k csr --tsa default --subject "/C=VN/O=UBND Tỉnh/CN=kyso demo TSA" --out "$demo/tsa.csr"
+bash "$root/tests/fixtures/pki.sh" issue "$demo/pki" "$demo/tsa.csr" "$demo/tsa.pem" tsa
+k cert import --tsa default "$demo/tsa.pem" "$demo/pki/chain.pem"
 k keygen --account nguyen.van.a --algorithm ec-p256
 k csr --account nguyen.van.a --subject "/C=VN/O=UBND Tỉnh/OU=Sở Thông tin và Truyền thông/CN=Nguyễn Văn A" --out "$demo/nguyen.van.a.csr"
 bash "$root/tests/fixtures/pki.sh" issue "$demo/pki" "$demo/nguyen.van.a.csr" "$demo/nguyen.van.a.pem" signer
@@ -147,8 +161,20 @@ for f in "$demo"/out/*.p7s; do
   ok=$((ok + 1))
 done
 
-say "9. The archive: each document kept once, by its SHA-256, with its signature chain"
+say "8b. kysod as a time-stamping authority (RFC 3161), checked by openssl"
 first=$(ls "$root"/deploy/samples/ | head -1)
+echo "\$ openssl ts -query -data demo/out/$first -sha256 -cert -out demo/out/$first.tsq"
+openssl ts -query -data "$demo/out/$first" -sha256 -cert -out "$demo/out/$first.tsq"
+echo "\$ curl -H 'Content-Type: application/timestamp-query' --data-binary @demo/out/$first.tsq http://127.0.0.1:$tsa_port/tsa -o demo/out/$first.http.tsr"
+curl -sS -H 'Content-Type: application/timestamp-query' --data-binary "@$demo/out/$first.tsq" \
+  "http://127.0.0.1:$tsa_port/tsa" -o "$demo/out/$first.http.tsr"
+echo "\$ openssl ts -verify -in demo/out/$first.http.tsr -data demo/out/$first -CAfile demo/pki/root.pem -untrusted demo/pki/chain.pem"
+openssl ts -verify -in "$demo/out/$first.http.tsr" -data "$demo/out/$first" \
+  -CAfile "$demo/pki/root.pem" -untrusted "$demo/pki/chain.pem"
+k timestamp --ca "$demo/pki/root.pem" -o "$demo/out/$first.tsr" "$demo/out/$first"
+openssl ts -reply -in "$demo/out/$first.tsr" -text | sed -n '/^TST info/,/^TSA/p'
+
+say "9. The archive: each document kept once, by its SHA-256, with its signature chain"
 id=$(sha256sum "$demo/out/$first" | cut -d' ' -f1)
 k archive stat "$id"
 k archive get "$id" --out "$demo/out/$first.from-archive"
