@@ -249,7 +249,7 @@ static kyso_status list_logs(const char *dir, char ***names, size_t *count, kyso
   closedir(d);
   for (size_t i = 1; i < *count; i++) /* insertion sort: a handful of files */
     for (size_t j = i; j > 0; j--) {
-      unsigned long long x, y;
+      unsigned long long x = 0, y = 0;
       log_number((*names)[j - 1], &x);
       log_number((*names)[j], &y);
       if (x < y) break;

@@ -18,6 +18,8 @@ packages=(
   libmicrohttpd-dev libcurl4-openssl-dev curl
   # config, tests
   libinih-dev libcmocka-dev strace procps
+  # benchmarks: JSON results (cJSON), plots (gnuplot)
+  libcjson-dev gnuplot-nox jq
 )
 
 missing=()
