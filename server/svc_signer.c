@@ -73,21 +73,56 @@ out:
   return st;
 }
 
-static kyso_status make_signature(kysod *d, sign_job *j, kyso_err *err) {
+/* The stamp signer_sign_cades_t calls with the fresh signature value. */
+typedef struct stamp_ctx {
+  kysod *d;
+  rpc_call *call;
+  sign_job *j;
+  int failed; /* the time-stamp failed, not the signature */
+} stamp_ctx;
+
+static kyso_status stamp_signature(void *arg, const uint8_t *value, size_t len, uint8_t **token,
+                                   size_t *token_len, kyso_err *err) {
+  stamp_ctx *c = arg;
+  uint8_t digest[32];
+  SHA256(value, len, digest);
+  kyso_status st = kysod__signature_timestamp(c->d, digest, rpc_call_remaining_ms(c->call), token,
+                                              token_len, &c->j->ts, err);
+  if (st != KYSO_OK) {
+    c->failed = 1;
+    kyso_err_wrap(err, "time-stamping the signature");
+  }
+  return st;
+}
+
+/* CAdES-BES, or CAdES-T (timestamp) with the token added in the same pass. */
+static kyso_status make_signature(kysod *d, rpc_call *call, sign_job *j, int timestamp,
+                                  kyso_err *err) {
   signer_rsa_scheme scheme = j->req->rsa_scheme == KYSO__V1__RSA_SCHEME__RSA_SCHEME_PSS
                                  ? SIGNER_RSA_PSS
                                  : SIGNER_RSA_PKCS1;
+  int by_digest = j->req->archive_id[0] != '\0';
   kyso_status st;
   for (int attempt = 0;; attempt++) {
-    if (j->req->archive_id[0] != '\0')
+    stamp_ctx c = {.d = d, .call = call, .j = j};
+    if (timestamp)
+      st = signer_sign_cades_t(d->signer, j->label, scheme,
+                               by_digest ? NULL : j->req->document.data,
+                               by_digest ? 0 : j->req->document.len,
+                               by_digest ? j->digest : NULL, j->now, stamp_signature, &c, &j->cms,
+                               &j->cms_len, err);
+    else if (by_digest)
       st = signer_sign_cms_digest(d->signer, j->label, scheme, j->digest, j->now, &j->cms,
                                   &j->cms_len, err);
     else
       st = signer_sign_cms(d->signer, j->label, scheme, j->req->document.data,
                            j->req->document.len, j->now, &j->cms, &j->cms_len, err);
+    j->stamped = timestamp && st == KYSO_OK;
     /* A token that went away: recover it and sign once more (signing has no
-     * side effect to repeat). */
-    if (st != KYSO_UNAVAILABLE || attempt > 0 || kysod__recover_hsm(d, err) != KYSO_OK) return st;
+     * side effect to repeat). A failed time-stamp was already retried by the
+     * TSA, or is not the HSM's doing (clock behind, external TSA down). */
+    if (st != KYSO_UNAVAILABLE || c.failed || attempt > 0 || kysod__recover_hsm(d, err) != KYSO_OK)
+      return st;
   }
 }
 
@@ -96,34 +131,6 @@ static int wants_timestamp(const kysod *d, const Kyso__V1__SignRequest *req) {
   if (req->format == KYSO__V1__SIGNATURE_FORMAT__SIGNATURE_FORMAT_CADES_T) return 1;
   if (req->format == KYSO__V1__SIGNATURE_FORMAT__SIGNATURE_FORMAT_CADES_BES) return 0;
   return d->cfg.timestamp != KYSO_TIMESTAMP_OFF;
-}
-
-/* CAdES-T: a time-stamp token over the signature value, added as the
- * signature-time-stamp unsigned attribute; the signed part is unchanged. */
-static kyso_status add_timestamp(kysod *d, rpc_call *call, sign_job *j, kyso_err *err) {
-  kyso_status st;
-  uint8_t *value = NULL, *token = NULL, *stamped = NULL;
-  size_t value_len = 0, token_len = 0, stamped_len = 0;
-  uint8_t digest[32];
-  if ((st = signer_cms_signature_value(j->cms, j->cms_len, &value, &value_len, err)) != KYSO_OK)
-    goto out;
-  SHA256(value, value_len, digest);
-  st = kysod__signature_timestamp(d, digest, rpc_call_remaining_ms(call), &token, &token_len,
-                                  &j->ts, err);
-  if (st != KYSO_OK) {
-    kyso_err_wrap(err, "time-stamping the signature");
-    goto out;
-  }
-  st = signer_cms_add_timestamp(j->cms, j->cms_len, token, token_len, &stamped, &stamped_len, err);
-  if (st != KYSO_OK) goto out;
-  OPENSSL_free(j->cms);
-  j->cms = stamped;
-  j->cms_len = stamped_len;
-  j->stamped = 1;
-out:
-  free(value);
-  OPENSSL_free(token);
-  return st;
 }
 
 /* Packs the record_signing command and submits it with the inline bytes. */
@@ -340,8 +347,7 @@ void kysod__signer_sign(rpc_call *call, void *app) {
   j.now = time(NULL);
   gmtime_r(&j.now, &tm);
   strftime(j.when, sizeof(j.when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  if ((st = make_signature(d, &j, &err)) != KYSO_OK) goto out;
-  if (wants_timestamp(d, j.req) && (st = add_timestamp(d, call, &j, &err)) != KYSO_OK) goto out;
+  if ((st = make_signature(d, call, &j, wants_timestamp(d, j.req), &err)) != KYSO_OK) goto out;
   if (d->test_sign_delay_ms > 0) usleep((useconds_t)d->test_sign_delay_ms * 1000);
   /* A signature the caller no longer waits for is dropped, not half-kept. */
   if ((st = deadline_check(call, "while signing", &err)) != KYSO_OK) goto out;

@@ -144,8 +144,30 @@ int kysod__tsa_ready(kysod *d, char *why, size_t why_size) {
 /* One token from kysod's TSA: over a query (DER TimeStampReq, answered
  * with a TimeStampResp) or over a digest (a bare token). A lost HSM is
  * re-initialised and the token tried once more, with a fresh serial. */
+/* What a token made over a digest says, known without parsing it back. */
+static void own_token_info(kysod *d, uint64_t serial, int64_t ms, signer_ts_info *info) {
+  struct tm tm;
+  time_t sec = (time_t)(ms / 1000);
+  memset(info, 0, sizeof(*info));
+  info->status = 0;
+  info->has_token = 1;
+  snprintf(info->serial, sizeof(info->serial), "%llu", (unsigned long long)serial);
+  info->gen_time = sec;
+  info->gen_time_ms = (unsigned)(ms % 1000);
+  gmtime_r(&sec, &tm);
+  char day[24];
+  strftime(day, sizeof(day), "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(info->gen_time_text, sizeof(info->gen_time_text), "%.20s.%03uZ", day,
+           info->gen_time_ms % 1000);
+  snprintf(info->policy, sizeof(info->policy), "%s", d->cfg.tsa_policy);
+  snprintf(info->hash, sizeof(info->hash), "SHA256");
+  snprintf(info->tsa, sizeof(info->tsa), "%s", signer_tsa_name(d->tsa));
+}
+
+/* info (sha256 only, may be NULL) is filled from what was issued. */
 static kyso_status issue(kysod *d, const uint8_t *query, size_t query_len,
-                         const uint8_t *sha256, uint8_t **out, size_t *out_len, kyso_err *err) {
+                         const uint8_t *sha256, uint8_t **out, size_t *out_len,
+                         signer_ts_info *info, kyso_err *err) {
   kyso_status st;
   pthread_rwlock_rdlock(&d->tsa_lock);
   for (int attempt = 0;; attempt++) {
@@ -159,9 +181,11 @@ static kyso_status issue(kysod *d, const uint8_t *query, size_t query_len,
       break;
     }
     if ((st = tsa_state_next(d->tsa_state, &serial, &ms, err)) != KYSO_OK) break;
-    if (sha256 != NULL)
+    if (sha256 != NULL) {
       st = signer_tsa_stamp_digest(d->tsa, sha256, serial, (time_t)(ms / 1000),
                                    (unsigned)(ms % 1000), out, out_len, err);
+      if (st == KYSO_OK && info != NULL) own_token_info(d, serial, ms, info);
+    }
     else
       st = signer_tsa_respond(d->tsa, query, query_len, serial, (time_t)(ms / 1000),
                               (unsigned)(ms % 1000), out, out_len, err);
@@ -214,12 +238,12 @@ kyso_status kysod__signature_timestamp(kysod *d, const uint8_t sha256[32], int64
                        "ask for CADES_BES or turn them on");
     case KYSO_TIMESTAMP_EXTERNAL:
       st = external_token(d, sha256, timeout_ms, token, token_len, err);
+      if (st == KYSO_OK) st = signer_ts_describe(*token, *token_len, 1, info, err);
       break;
     default:
-      st = issue(d, NULL, 0, sha256, token, token_len, err);
+      st = issue(d, NULL, 0, sha256, token, token_len, info, err);
       break;
   }
-  if (st == KYSO_OK) st = signer_ts_describe(*token, *token_len, 1, info, err);
   if (st != KYSO_OK) {
     OPENSSL_free(*token);
     *token = NULL;
@@ -248,7 +272,8 @@ void kysod__timestamp_stamp(rpc_call *call, void *app) {
                    req->query.len, TSA_MAX_QUERY);
     goto out;
   }
-  if ((st = issue(d, req->query.data, req->query.len, NULL, &reply, &reply_len, &err)) != KYSO_OK)
+  if ((st = issue(d, req->query.data, req->query.len, NULL, &reply, &reply_len, NULL, &err)) !=
+      KYSO_OK)
     goto out;
   if ((st = signer_ts_describe(reply, reply_len, 0, &info, &err)) != KYSO_OK) goto out;
   Kyso__V1__StampResponse resp = KYSO__V1__STAMP_RESPONSE__INIT;
@@ -290,7 +315,7 @@ static void http_answer(void *arg, const char *path, const uint8_t *req, size_t 
   (void)path;
   *body = NULL;
   *body_len = 0;
-  kyso_status st = issue(d, req, req_len, NULL, &der, &der_len, &err);
+  kyso_status st = issue(d, req, req_len, NULL, &der, &der_len, NULL, &err);
   int bit = SIGNER_TSA_FAIL_SYSTEM_FAILURE;
   if (st == KYSO_OK) {
     *code = 200;

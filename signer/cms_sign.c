@@ -23,6 +23,8 @@ typedef struct content {
   const uint8_t *doc;
   size_t doc_len;
   const uint8_t *sha256;
+  signer_stamp_fn stamp; /* CAdES-T: the token over the signature value */
+  void *stamp_arg;
 } content;
 
 /* The checks both entry points share; fn names the caller in messages. */
@@ -115,6 +117,37 @@ static int finish_digest(CMS_ContentInfo *cms, CMS_SignerInfo *si, int pss,
          CMS_SignerInfo_sign(si) == 1;
 }
 
+/* CAdES-T: the stamp's token over the fresh signature value, added as the
+ * unsigned signature-time-stamp attribute. The token is checked to be one
+ * whole DER SEQUENCE, since it is copied into the encoding as it is. */
+static kyso_status add_stamp(const content *c, CMS_SignerInfo *si, kyso_err *err) {
+  kyso_status st;
+  uint8_t *token = NULL;
+  size_t token_len = 0;
+  const ASN1_OCTET_STRING *sig = CMS_SignerInfo_get0_signature(si);
+  if ((st = c->stamp(c->stamp_arg, ASN1_STRING_get0_data(sig), (size_t)ASN1_STRING_length(sig),
+                     &token, &token_len, err)) != KYSO_OK)
+    goto out;
+  const unsigned char *p = token;
+  long len = 0;
+  int tag = 0, cls = 0;
+  if (token == NULL || token_len < 2 || token_len > KYSO_MAX_MESSAGE ||
+      (ASN1_get_object(&p, &len, &tag, &cls, (long)token_len) & 0x80) != 0 ||
+      tag != V_ASN1_SEQUENCE || cls != V_ASN1_UNIVERSAL || p + len != token + token_len) {
+    ERR_clear_error();
+    st = kyso_fail(err, KYSO_INTERNAL, "the time-stamp token is not one DER SEQUENCE");
+    goto out;
+  }
+  if (CMS_unsigned_add1_attr_by_NID(si, NID_id_smime_aa_timeStampToken, V_ASN1_SEQUENCE, token,
+                                    (int)token_len) <= 0) {
+    kyso_fail(err, KYSO_INTERNAL, "cannot add the signature-time-stamp attribute:");
+    st = kyso_err_add_openssl(err);
+  }
+out:
+  OPENSSL_free(token);
+  return st;
+}
+
 /* The builder behind both entry points, arguments checked: label's key and
  * certificate, a detached SignedData with the chain and one SignerInfo
  * (signing-certificate-v2, signing-time when given), finished over c and
@@ -156,6 +189,7 @@ static kyso_status sign(signer *s, const char *label, signer_rsa_scheme scheme,
     st = signer__openssl_failure(err, "signing", label);
     goto out;
   }
+  if (c->stamp != NULL && (st = add_stamp(c, si, err)) != KYSO_OK) goto out;
   int n = i2d_CMS_ContentInfo(cms, &out);
   if (n <= 0) {
     st = signer__openssl_failure(err, "encoding the CMS signature", label);
@@ -205,5 +239,28 @@ kyso_status signer_sign_cms_digest(signer *s, const char *label, signer_rsa_sche
     return kyso_fail(err, KYSO_INVALID_ARGUMENT,
                      "signer_sign_cms_digest: the document's SHA-256 is NULL");
   const content c = {.sha256 = sha256};
+  return sign(s, label, scheme, &c, signing_time, der, der_len, err);
+}
+
+kyso_status signer_sign_cades_t(signer *s, const char *label, signer_rsa_scheme scheme,
+                                const uint8_t *doc, size_t doc_len, const uint8_t *sha256,
+                                time_t signing_time, signer_stamp_fn stamp, void *arg,
+                                uint8_t **der, size_t *der_len, kyso_err *err) {
+  kyso_status st;
+  if (der != NULL) *der = NULL;
+  if (der_len != NULL) *der_len = 0;
+  if ((st = check_args("signer_sign_cades_t", s, label, scheme, signing_time, der, der_len,
+                       err)) != KYSO_OK)
+    return st;
+  if (stamp == NULL || (sha256 == NULL) == (doc == NULL && doc_len == 0) ||
+      (doc == NULL && doc_len > 0))
+    return kyso_fail(err, KYSO_INVALID_ARGUMENT,
+                     "signer_sign_cades_t: a stamp and either the document or its SHA-256 are "
+                     "required");
+  if (doc_len > INT_MAX)
+    return kyso_fail(err, KYSO_INVALID_ARGUMENT, "document of %zu bytes is too large to sign",
+                     doc_len);
+  const content c = {.doc = doc, .doc_len = doc_len, .sha256 = sha256, .stamp = stamp,
+                     .stamp_arg = arg};
   return sign(s, label, scheme, &c, signing_time, der, der_len, err);
 }

@@ -66,6 +66,21 @@ kyso_status signer_sign_cms_digest(signer *s, const char *label, signer_rsa_sche
                                    uint8_t **der, size_t *der_len,
                                    kyso_err *err) KYSO_MUST_CHECK;
 
+/* CAdES-T in one pass: like signer_sign_cms (doc) or signer_sign_cms_digest
+ * (sha256; exactly one of the two), and between signing and encoding,
+ * stamp(arg, signature value) returns a time-stamp token (DER ContentInfo,
+ * OPENSSL_malloc()ed) that becomes the signature-time-stamp attribute. The
+ * same bytes as signing, then signer_cms_add_timestamp, without parsing the
+ * CMS twice more (OpenSSL 3.0 decodes every embedded public key on each
+ * parse, which was most of a CAdES-T signature's CPU). The stamp's error
+ * is returned as it is. */
+typedef kyso_status (*signer_stamp_fn)(void *arg, const uint8_t *signature_value, size_t len,
+                                       uint8_t **token, size_t *token_len, kyso_err *err);
+kyso_status signer_sign_cades_t(signer *s, const char *label, signer_rsa_scheme scheme,
+                                const uint8_t *doc, size_t doc_len, const uint8_t *sha256,
+                                time_t signing_time, signer_stamp_fn stamp, void *arg,
+                                uint8_t **der, size_t *der_len, kyso_err *err) KYSO_MUST_CHECK;
+
 /* Verification */
 /* Verifies a detached CMS signature over doc against the trust anchors in
  * store (chain, signature, message digest, signing-certificate-v2); the
