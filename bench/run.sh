@@ -115,7 +115,7 @@ start_kysod() {
   grep -q "kysod: ready" "$work/kysod.out" || die "kysod did not get ready in 60 s"
   port=$(sed -n 's/^kysod: ready on .* port \([0-9]*\).*/\1/p' "$work/kysod.out")
 }
-stop_kysod() { kill -TERM "$pid"; wait "$pid" || true; pid=""; }
+stop_kysod() { [ -z "$pid" ] || { kill -TERM "$pid"; wait "$pid" || true; pid=""; }; }
 k() { "$kyso" --config "$work/kysod.conf" --address "127.0.0.1:$port" "$@"; }
 # kyso-bench NAME ARGS...: one run, its JSON in json/NAME.json.
 bench() {
@@ -201,12 +201,13 @@ if [ "$mode" != smoke ]; then
   bench "keys_$keys_n" --scenario sign --format t --account-prefix bench.many.ec. \
     --keys "$keys_n" --concurrency 8
 
+  have=0 # documents the filler added so far (numbered 0..have-1)
   for n in $fills; do
     say "Archive at $n documents: Sign and Get, kysod RSS"
-    have=$(jq -s 'map(.documents // 0) | add // 0' "$out"/json/fill_archive_*.json 2>/dev/null || echo 0)
     stop_kysod
     "$kbf" archive --data-dir "$work/data" --first "$have" --documents $((n - have)) \
       --json "$out/json/fill_archive_$n.json" >&2
+    have=$n
     start_kysod
     bench "archive_${n}_sign" --scenario sign --format t --account bench.ec.0 --concurrency 8
     bench "archive_${n}_get" --scenario get --size 4096 --concurrency 8 --get-docs 64
