@@ -603,6 +603,91 @@ static void test_expired_signer(void **state) {
   signer_tsa_close(t);
 }
 
+/* The stamp signer_sign_cades_t calls: a token from the TSA over the
+ * signature value it is given, or the error it is told to give. */
+typedef struct one_pass {
+  signer_tsa *t;
+  kyso_status fail; /* KYSO_OK: issue a token */
+  size_t value_len; /* what it was handed */
+} one_pass;
+
+static kyso_status one_pass_stamp(void *arg, const uint8_t *value, size_t len, uint8_t **token,
+                                  size_t *token_len, kyso_err *err) {
+  one_pass *p = arg;
+  uint8_t digest[32];
+  unsigned n = 0;
+  p->value_len = len;
+  if (p->fail != KYSO_OK) return kyso_fail(err, p->fail, "the TSA's clock is behind");
+  if (EVP_Digest(value, len, digest, &n, EVP_sha256(), NULL) != 1)
+    return kyso_fail(err, KYSO_INTERNAL, "digest");
+  return signer_tsa_stamp_digest(p->t, digest, 78, time(NULL), 500, token, token_len, err);
+}
+
+/* signer_sign_cades_t, over the document and over its digest: openssl
+ * accepts the signature and the token over its signature value; the token
+ * is the one attribute; a failing stamp's status comes back, with no output. */
+static void test_sign_cades_t_one_pass(void **state) {
+  fixture *f = *state;
+  certify(f, f->pki, "signer", "signer", 365);
+  certify(f, f->pki, "tsa", "tsa", 365);
+  one_pass p = {.t = open_tsa(f, "tsa")};
+  uint8_t sha[32];
+  unsigned n = 0;
+  assert_int_equal(EVP_Digest(DOC, DOC_LEN, sha, &n, EVP_sha256(), NULL), 1);
+  for (int by_digest = 0; by_digest < 2; by_digest++) {
+    uint8_t *cms = NULL, *got = NULL, *v = NULL;
+    size_t len = 0, got_len = 0, v_len = 0;
+    kyso_err err = {0};
+    p.value_len = 0;
+    kyso_status st = signer_sign_cades_t(f->s, "signer", SIGNER_RSA_PKCS1,
+                                         by_digest ? NULL : DOC, by_digest ? 0 : DOC_LEN,
+                                         by_digest ? sha : NULL, 0, one_pass_stamp, &p, &cms,
+                                         &len, &err);
+    if (st != KYSO_OK) fail_msg("sign_cades_t(by_digest %d): %s: %s", by_digest,
+                                kyso_strerror(st), err.msg);
+    if (tu_openssl_cms_verify(f->pki, cms, len, DOC, DOC_LEN) != 0)
+      fail_msg("by_digest %d: openssl cms -verify rejects the one-pass CAdES-T", by_digest);
+    v = value_of(cms, len, &v_len);
+    assert_int_equal(v_len, p.value_len);
+    assert_non_null(got = token_in(cms, len, &got_len));
+    char tp[600], vp[600];
+    snprintf(tp, sizeof(tp), "%s/one-pass-%d.tst", f->dir, by_digest);
+    snprintf(vp, sizeof(vp), "%s/one-pass-%d.value", f->dir, by_digest);
+    assert_true(tu_write(tp, got, got_len));
+    assert_true(tu_write(vp, v, v_len));
+    if (tu_run("openssl ts -verify -token_in -in '%s' -data '%s' -CAfile '%s/root.pem' "
+               "-untrusted '%s/tsa-untrusted.pem' >/dev/null 2>&1",
+               tp, vp, f->pki, f->dir) != 0)
+      fail_msg("by_digest %d: openssl ts -verify rejects the token over the signature value",
+               by_digest);
+    free(got);
+    free(v);
+    OPENSSL_free(cms);
+  }
+  /* A stamp that fails: its status, nothing returned. */
+  uint8_t *cms = (uint8_t *)1;
+  size_t len = 1;
+  kyso_err err = {0};
+  p.fail = KYSO_UNAVAILABLE;
+  kyso_status st = signer_sign_cades_t(f->s, "signer", SIGNER_RSA_PKCS1, DOC, DOC_LEN, NULL, 0,
+                                       one_pass_stamp, &p, &cms, &len, &err);
+  assert_int_equal(st, KYSO_UNAVAILABLE);
+  assert_null(cms);
+  assert_int_equal(len, 0);
+  assert_non_null(strstr(err.msg, "clock is behind"));
+  /* Both the document and its digest, or neither, or no stamp: refused. */
+  st = signer_sign_cades_t(f->s, "signer", SIGNER_RSA_PKCS1, DOC, DOC_LEN, sha, 0,
+                           one_pass_stamp, &p, &cms, &len, &err);
+  assert_int_equal(st, KYSO_INVALID_ARGUMENT);
+  st = signer_sign_cades_t(f->s, "signer", SIGNER_RSA_PKCS1, NULL, 0, NULL, 0, one_pass_stamp, &p,
+                           &cms, &len, &err);
+  assert_int_equal(st, KYSO_INVALID_ARGUMENT);
+  st = signer_sign_cades_t(f->s, "signer", SIGNER_RSA_PKCS1, DOC, DOC_LEN, NULL, 0, NULL, NULL,
+                           &cms, &len, &err);
+  assert_int_equal(st, KYSO_INVALID_ARGUMENT);
+  signer_tsa_close(p.t);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_signature_value, setup, teardown),
@@ -610,6 +695,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_verify_full, setup, teardown),
       cmocka_unit_test_setup_teardown(test_verify_full_bad_tokens, setup, teardown),
       cmocka_unit_test_setup_teardown(test_expired_signer, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_sign_cades_t_one_pass, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
