@@ -186,21 +186,6 @@ if [ "$mode" != smoke ]; then
     > "$out/json/rss_100mib.json"
   rm -f "$work/big.bin"
 
-  say "Keys: 1 key vs $keys_n keys in the token (import time reported)"
-  bench keys_1 --scenario sign --format t --account bench.ec.0 --concurrency 8
-  stop_kysod
-  "$kbf" keys --config "$work/kysod.conf" --pki "$work/pki" --keys "$keys_n" --alg ec-p256 \
-    --prefix bench.many.ec. --json "$out/json/fill_keys_ec.json" >&2
-  "$kbf" keys --config "$work/kysod.conf" --pki "$work/pki" --keys "$keys_n" --alg rsa-2048 \
-    --prefix bench.many.rsa. --json "$out/json/fill_keys_rsa.json" >&2
-  t0=$(date +%s%N)
-  start_kysod
-  jq -n --argjson ms $((($(date +%s%N) - t0) / 1000000)) --argjson keys $((2 * keys_n + 3)) \
-    '{tool:"run.sh", scenario:"start_with_keys", seconds:($ms / 1000), keys:$keys}' \
-    > "$out/json/start_keys.json"
-  bench "keys_$keys_n" --scenario sign --format t --account-prefix bench.many.ec. \
-    --keys "$keys_n" --concurrency 8
-
   have=0 # documents the filler added so far (numbered 0..have-1)
   for n in $fills; do
     say "Archive at $n documents: Sign and Get, kysod RSS"
@@ -215,6 +200,39 @@ if [ "$mode" != smoke ]; then
       '{tool:"run.sh", scenario:"archive_rss", documents:$n, vmrss_kib:$rss, vmhwm_kib:$hwm}' \
       > "$out/json/archive_rss_$n.json"
   done
+  # After the archive runs, so that their RSS is not SoftHSM holding the
+  # filled keys' objects in kysod's process.
+  say "Keys: 1 key vs $keys_n keys in the token (import time reported)"
+  bench keys_1 --scenario sign --format t --account bench.ec.0 --concurrency 8
+  stop_kysod
+  "$kbf" keys --config "$work/kysod.conf" --pki "$work/pki" --keys "$keys_n" --alg ec-p256 \
+    --prefix bench.many.ec. --json "$out/json/fill_keys_ec.json" >&2
+  "$kbf" keys --config "$work/kysod.conf" --pki "$work/pki" --keys "$keys_n" --alg rsa-2048 \
+    --prefix bench.many.rsa. --json "$out/json/fill_keys_rsa.json" >&2
+  t0=$(date +%s%N)
+  start_kysod
+  jq -n --argjson ms $((($(date +%s%N) - t0) / 1000000)) --argjson keys $((2 * keys_n + 3)) \
+    --argjson rss "$(kysod_kib VmRSS)" \
+    '{tool:"run.sh", scenario:"start_with_keys", seconds:($ms / 1000), keys:$keys,
+      vmrss_ready_kib:$rss}' > "$out/json/start_keys.json"
+  # The HSM's own cost of many keys: raw C_Sign round robin over them.
+  "$kbh" --module /usr/lib/softhsm/libsofthsm2.so --token kyso-bench --pin-file "$work/hsm/user.pin" \
+    --label kyso/personal/bench.ec.0 --label-prefix kyso/personal/bench.many.ec. --keys "$keys_n" \
+    --threads "$workers" --duration "$limit_s" --json "$out/json/limit_hsm_keys.json" >&2
+  # First use of each key in this kysod (certificate and key objects loaded
+  # on demand), then the same keys again, as a DMS that signs all day sees.
+  # kyso-bench starts its round robin at key 0 each run, so an unrecorded
+  # pass long enough to reach every key comes between the two.
+  bench "keys_${keys_n}_first" --scenario sign --format t --account-prefix bench.many.ec. \
+    --keys "$keys_n" --concurrency 8 --warmup 0
+  prime_s=$(jq --argjson n "$keys_n" '($n / .throughput) + 2 | ceil' "$out/json/keys_${keys_n}_first.json")
+  "$kb" --config "$work/kysod.conf" --address "127.0.0.1:$port" --warmup 0 --duration "$prime_s" \
+    --quiet --scenario sign --format t --account-prefix bench.many.ec. --keys "$keys_n" \
+    --concurrency 8 >/dev/null
+  bench "keys_$keys_n" --scenario sign --format t --account-prefix bench.many.ec. \
+    --keys "$keys_n" --concurrency 8
+  jq -n --argjson rss "$(kysod_kib VmRSS)" '{tool:"run.sh", scenario:"keys_rss", vmrss_kib:$rss}' \
+    > "$out/json/keys_rss.json"
 fi
 stop_kysod
 

@@ -66,8 +66,16 @@ jq -n --arg mode "$mode" --argjson workers "$workers" --arg host "$(hostname -s)
     keys: ((($r | to_entries | map(select(.key | test("^keys_[0-9]+$"))) | map(.value)) as $k
            | if ($k | length) == 2 then
                ($k | sort_by(.params.keys)) as [$one, $many]
+               | ($r["keys_\($many.params.keys)_first"].throughput // null) as $first
+               | ($r.limit_hsm_keys.results // []) as $raw
                | {one_key: $one.throughput, many_keys: $many.throughput, keys: $many.params.keys,
                   ratio_pct: pct($many.throughput / $one.throughput), target: ">= 90 %",
+                  first_use: $first,
+                  first_use_pct: (if $first then pct($first / $one.throughput) else null end),
+                  raw_c_sign_one: ($raw[0].throughput // null),
+                  raw_c_sign_many: ($raw[1].throughput // null),
+                  vmrss_ready_mib: (($r.start_keys.vmrss_ready_kib // 0) / 1024 | floor),
+                  vmrss_after_mib: (($r.keys_rss.vmrss_kib // 0) / 1024 | floor),
                   import_ec_s: ($r.fill_keys_ec.import_seconds // null),
                   import_rsa_s: ($r.fill_keys_rsa.import_seconds // null),
                   certificates_s: ((($r.fill_keys_ec.certificate_seconds // 0)
@@ -106,6 +114,8 @@ jq -r '
   (if .open_loop then "| open loop CAdES-T P-256 at \(.open_loop.rate)/s (half of peak) | \(.open_loop.achieved | f) | | **\(.open_loop.p99_ms | f)** (p50 \(.open_loop.p50_ms | f), p99.9 \(.open_loop.p999_ms | f)) | | | p99 ≤ 10 ms |" else empty end),
   (if .put_8m_vs_disk then "| Put 8 MiB vs RocksDB synced Put 8 MiB | \(.put_8m_vs_disk.put_bytes_per_s / 1048576 | f) MiB/s | 2 | | \(.put_8m_vs_disk.disk_bytes_per_s / 1048576 | f) MiB/s | \(.put_8m_vs_disk.ratio_pct | f) % | ≥ 70 % |" else empty end),
   (if .keys then "| CAdES-T P-256 with \(.keys.keys) keys vs 1 key | \(.keys.many_keys | f) vs \(.keys.one_key | f) | 8 | | | \(.keys.ratio_pct | f) % | ≥ 90 % |" else empty end),
+  (if .keys and .keys.first_use then "| the same, first use of each key in this kysod | \(.keys.first_use | f) | 8 | | | \(.keys.first_use_pct | f) % | |" else empty end),
+  (if .keys and .keys.raw_c_sign_many then "| raw C_Sign P-256, \(.keys.keys) keys round robin vs 1 key | \(.keys.raw_c_sign_many | f) vs \(.keys.raw_c_sign_one | f) | \(.machine.kysod_workers) threads | | | \(.keys.raw_c_sign_many / .keys.raw_c_sign_one * 1000 | round / 10) % | |" else empty end),
   (.archive_scale[] | "| archive at \(.documents) documents: Sign / Get (4 KiB) | \(.sign | f) / \(.get | f) | 8 | | | \(.sign_vs_first_pct | f) % / \(.get_vs_first_pct | f) % of the first | ≥ 80 %; RSS \(.vmrss_mib) MiB (≤ 300) |"),
   "",
   (if (.archive_io | length) > 0 then
@@ -113,6 +123,6 @@ jq -r '
      (.archive_io | sort_by(.scenario, .size)[] | "| \(.scenario) | \(.size) | \(.throughput | f) | \(.bytes_per_s / 1048576 | f) | \(.p99_ms | f) |")
    else empty end),
   "",
-  (if .keys then "Key import: \(.keys.keys) EC keys in \(.keys.import_ec_s | f) s, \(.keys.keys) RSA keys in \(.keys.import_rsa_s | f) s, their certificates in \(.keys.certificates_s | f) s; kysod starts with them in \(.keys.kysod_start_s | f) s." else empty end),
+  (if .keys then "Key import: \(.keys.keys) EC keys in \(.keys.import_ec_s | f) s, \(.keys.keys) RSA keys in \(.keys.import_rsa_s | f) s, their certificates in \(.keys.certificates_s | f) s; kysod starts with them in \(.keys.kysod_start_s | f) s; its RSS is \(.keys.vmrss_ready_mib) MiB when ready (SoftHSM holds every token object in kysod'"'"'s process) and \(.keys.vmrss_after_mib) MiB once every key has signed." else empty end),
   (if .rss_100mib then "A 100 MiB document streamed in: kysod peak RSS \(.rss_100mib.peak_mib) MiB (\(.rss_100mib.before_mib) MiB before)." else empty end)
 ' "$out/summary.json" > "$out/summary.md"

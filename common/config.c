@@ -32,6 +32,7 @@ static void set_defaults(kyso_config *cfg) {
   cfg->hsm_sessions = 8;
   cfg->max_document = KYSO_MAX_DOCUMENT;
   cfg->group_commit_max = 256;
+  cfg->peer_cache_seconds = 60;
   cfg->node_id = 1;
   cfg->timestamp = KYSO_TIMESTAMP_INTERNAL;
   cfg->timestamp_timeout_ms = 10000;
@@ -232,6 +233,13 @@ static int on_entry(void *user, const char *section, const char *name, const cha
   if (IS("tls", "cert")) return set_path(c, cfg->tls_cert, sizeof(cfg->tls_cert), value);
   if (IS("tls", "key")) return set_path(c, cfg->tls_key, sizeof(cfg->tls_key), value);
   if (IS("tls", "client_ca")) return set_path(c, cfg->client_ca, sizeof(cfg->client_ca), value);
+  if (IS("tls", "peer_cache_seconds")) {
+    /* How long a verified client certificate is trusted without a fresh check,
+     * so also how long a revoked one can still be honoured. */
+    if (!set_uint(c, &v, value, 0, 3600)) return 0;
+    cfg->peer_cache_seconds = (unsigned)v;
+    return 1;
+  }
   if (IS("hsm", "module")) return set_path(c, cfg->hsm_module, sizeof(cfg->hsm_module), value);
   if (IS("hsm", "token")) return set_str(c, cfg->hsm_token, sizeof(cfg->hsm_token), value);
   if (IS("hsm", "pin_file")) return set_path(c, cfg->pin_file, sizeof(cfg->pin_file), value);

@@ -36,12 +36,30 @@ static void roles_text(unsigned roles, char *out, size_t size) {
   if (n > 0) out[n - 1] = '\0';
 }
 
-static kyso_status verify_chain(X509_STORE *store, X509 *cert, kyso_err *err) {
+/* The earliest notAfter in a verified chain: past it, the verification no
+ * longer holds even if the leaf is still valid. */
+static const ASN1_TIME *chain_not_after(X509_STORE_CTX *ctx) {
+  STACK_OF(X509) *chain = X509_STORE_CTX_get0_chain(ctx);
+  const ASN1_TIME *min = NULL;
+  for (int i = 0; i < sk_X509_num(chain); i++) {
+    const ASN1_TIME *t = X509_get0_notAfter(sk_X509_value(chain, i));
+    if (min == NULL || ASN1_TIME_compare(t, min) < 0) min = t;
+  }
+  return min;
+}
+
+/* Verifies the peer's certificate against d->client_store, unless it did so
+ * within [tls] peer_cache_seconds. Only a success is remembered (a client
+ * that fixes its certificate must not wait), and never past its chain's
+ * notAfter. */
+static kyso_status verify_chain(kysod *d, const rpc_peer *peer, kyso_err *err) {
   kyso_status st = KYSO_OK;
-  X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+  X509_STORE_CTX *ctx = NULL;
   char subject[256];
-  X509_NAME_oneline(X509_get_subject_name(cert), subject, sizeof(subject));
-  if (ctx == NULL || !X509_STORE_CTX_init(ctx, store, cert, NULL)) {
+  if (rpc_peer_cache_get(d->verified, peer->cert_sha256, NULL, NULL)) goto out;
+  X509_NAME_oneline(X509_get_subject_name(peer->cert), subject, sizeof(subject));
+  if ((ctx = X509_STORE_CTX_new()) == NULL ||
+      !X509_STORE_CTX_init(ctx, d->client_store, peer->cert, NULL)) {
     st = kyso_fail(err, KYSO_INTERNAL, "cannot set up certificate verification");
     goto out;
   }
@@ -50,7 +68,9 @@ static kyso_status verify_chain(X509_STORE *store, X509 *cert, kyso_err *err) {
     int e = X509_STORE_CTX_get_error(ctx);
     st = kyso_fail(err, KYSO_UNAUTHENTICATED, "client certificate '%s' is not trusted: %s",
                    subject, X509_verify_cert_error_string(e));
+    goto out;
   }
+  rpc_peer_cache_put(d->verified, peer->cert_sha256, NULL, NULL, chain_not_after(ctx));
 out:
   X509_STORE_CTX_free(ctx);
   return st;
@@ -80,7 +100,7 @@ static kyso_status decide(kysod *d, rpc_peer *peer, const char *operation, kyso_
                      "or configure your gRPC client with one");
   if (d->client_store == NULL)
     return kyso_fail(err, KYSO_UNAUTHENTICATED, "this node has no [tls] client_ca configured");
-  kyso_status st = verify_chain(d->client_store, peer->cert, err);
+  kyso_status st = verify_chain(d, peer, err);
   if (st != KYSO_OK) return st;
 
   const kyso_caller *caller = NULL;

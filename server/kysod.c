@@ -60,7 +60,7 @@ static kyso_status load_client_store(kysod *d, kyso_err *err) {
     kyso_fail(err, KYSO_FAILED_PRECONDITION, "cannot load client CA file '%s'", d->cfg.client_ca);
     return kyso_err_add_openssl(err);
   }
-  return KYSO_OK;
+  return rpc_peer_cache_new(RPC_PEER_CACHE_ENTRIES, d->cfg.peer_cache_seconds, &d->verified, err);
 }
 
 static kyso_status open_hsm(kysod *d, kyso_err *err) {
@@ -162,6 +162,7 @@ int main(int argc, char **argv) {
                         .worker_threads = d.cfg.worker_threads,
                         .max_message = d.cfg.max_message,
                         .max_call_ms = (int64_t)d.cfg.max_call_seconds * 1000,
+                        .peer_cache_seconds = d.cfg.peer_cache_seconds,
                         .auth = kysod__authorize};
   if (rpc_server_start(&so, methods, sizeof(methods) / sizeof(methods[0]), &d, &srv, &err) !=
       KYSO_OK)
@@ -206,6 +207,7 @@ out:
   archive_close(d.archive);
   signer_close(d.signer);
   hsm_close(d.hsm);
+  rpc_peer_cache_free(d.verified);
   X509_STORE_free(d.client_store);
   kyso_config_free(&d.cfg);
   return rc;

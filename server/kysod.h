@@ -24,6 +24,8 @@ typedef struct kysod {
   signer *signer;
   archive *archive;
   X509_STORE *client_store; /* trust anchors for client certificates */
+  rpc_peer_cache *verified; /* client certificates that verified against it, by
+                               SHA-256 ([tls] peer_cache_seconds; NULL: off) */
   int test_sign_delay_ms;   /* fault injection for tests (KYSO_TEST_SIGN_DELAY_MS) */
   atomic_int serving;
   atomic_int hsm_recovering;

@@ -1,6 +1,9 @@
 /* kyso — the certificate store: one PEM file per key label under a
  * directory (the leaf first, then its chain), written atomically and
- * durably, and cached in memory because every Sign reads it. */
+ * durably, and cached in memory because every Sign reads it. Chain
+ * certificates are shared: 12,000 officials of one province have the same
+ * two CA certificates above them, so each distinct one is parsed and held
+ * once (by the SHA-256 of its DER), not once per key. */
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -25,9 +28,12 @@ typedef struct cached {
 
 struct signer__certstore {
   char dir[PATH_MAX - SIGNER__FILE_NAME_MAX - 32];
-  pthread_mutex_t mu; /* the cache, and file writes */
+  pthread_mutex_t mu; /* the maps, and file writes; never held while parsing */
   signer__map *cache; /* label -> cached */
+  signer__map *shared; /* hex SHA-256 of a chain certificate's DER -> X509 */
 };
+
+static void x509_free(void *p) { X509_free(p); }
 
 static void cached_free(void *p) {
   cached *c = p;
@@ -88,7 +94,8 @@ kyso_status signer__certstore_open(const char *dir, signer__certstore **out, kys
     return kyso_fail(err, KYSO_RESOURCE_EXHAUSTED, "out of memory for the certificate store");
   snprintf(cs->dir, sizeof(cs->dir), "%s", dir);
   pthread_mutex_init(&cs->mu, NULL);
-  if ((st = signer__map_new(cached_free, &cs->cache, err)) != KYSO_OK) {
+  if ((st = signer__map_new(cached_free, &cs->cache, err)) != KYSO_OK ||
+      (st = signer__map_new(x509_free, &cs->shared, err)) != KYSO_OK) {
     signer__certstore_close(cs);
     return st;
   }
@@ -99,6 +106,7 @@ kyso_status signer__certstore_open(const char *dir, signer__certstore **out, kys
 void signer__certstore_close(signer__certstore *cs) {
   if (cs == NULL) return;
   signer__map_free(cs->cache);
+  signer__map_free(cs->shared);
   pthread_mutex_destroy(&cs->mu);
   free(cs);
 }
@@ -112,12 +120,70 @@ static kyso_status file_path(const signer__certstore *cs, const char *label, cha
   return st;
 }
 
-/* Parses the certificates of a stored file; DATA_LOSS names the file when it
- * is not what we wrote. */
-static kyso_status parse_pem(const void *data, size_t len, const char *path, cached **out,
-                             kyso_err *err) {
+/* The chain certificate with this DER: the shared one when it was seen
+ * before, else parsed and shared from now on. NULL when der is not a
+ * certificate. Takes mu briefly; the parse runs outside it. */
+static X509 *shared_cert(signer__certstore *cs, const unsigned char *der, long len) {
+  uint8_t md[32];
+  char hex[65];
+  unsigned md_len = 0;
+  X509 *x = NULL, *known;
+  if (!EVP_Digest(der, (size_t)len, md, &md_len, EVP_sha256(), NULL)) return NULL;
+  kyso_hex(md, sizeof(md), hex);
+  pthread_mutex_lock(&cs->mu);
+  if ((known = signer__map_get(cs->shared, hex)) != NULL) X509_up_ref(known);
+  pthread_mutex_unlock(&cs->mu);
+  if (known != NULL) return known;
+  const unsigned char *p = der;
+  if ((x = d2i_X509(NULL, &p, len)) == NULL || p != der + len) {
+    X509_free(x);
+    return NULL;
+  }
+  kyso_err ignored;
+  pthread_mutex_lock(&cs->mu);
+  if ((known = signer__map_get(cs->shared, hex)) != NULL) { /* a racing parse won */
+    X509_up_ref(known);
+    X509_free(x);
+    x = known;
+  } else if (signer__map_put(cs->shared, hex, x, &ignored) == KYSO_OK) {
+    X509_up_ref(x); /* one reference for the map, one for the caller */
+  }
+  pthread_mutex_unlock(&cs->mu);
+  return x;
+}
+
+/* The next PEM CERTIFICATE block of bio as DER, or 0 at the end of input
+ * (*end set) or at damage. */
+static int next_der(BIO *bio, unsigned char **der, long *len, int *end) {
+  char *name = NULL, *header = NULL;
+  *der = NULL;
+  *end = 0;
+  ERR_set_mark();
+  if (!PEM_read_bio(bio, &name, &header, der, len)) {
+    unsigned long e = ERR_peek_last_error();
+    *end = ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE;
+    ERR_pop_to_mark();
+    return 0;
+  }
+  ERR_pop_to_mark();
+  int ok = strcmp(name, PEM_STRING_X509) == 0 && header[0] == '\0';
+  OPENSSL_free(name);
+  OPENSSL_free(header);
+  if (!ok) {
+    OPENSSL_free(*der);
+    *der = NULL;
+  }
+  return ok;
+}
+
+/* Parses the certificates of a stored file (the leaf, then shared chain
+ * certificates); DATA_LOSS names the file when it is not what we wrote. */
+static kyso_status parse_pem(signer__certstore *cs, const void *data, size_t len,
+                             const char *path, cached **out, kyso_err *err) {
   kyso_status st = KYSO_OK;
-  X509 *x = NULL;
+  unsigned char *der = NULL;
+  long der_len = 0;
+  int end = 0;
   cached *c = calloc(1, sizeof(*c));
   BIO *bio = len > 0 ? BIO_new_mem_buf(data, (int)len) : NULL;
   *out = NULL;
@@ -129,30 +195,38 @@ static kyso_status parse_pem(const void *data, size_t len, const char *path, cac
     st = kyso_fail(err, KYSO_RESOURCE_EXHAUSTED, "out of memory reading '%s'", path);
     goto out;
   }
-  ERR_set_mark();
-  while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+  while (next_der(bio, &der, &der_len, &end)) {
+    X509 *x = NULL;
+    const unsigned char *p = der;
+    if (c->cert == NULL) {
+      if ((x = d2i_X509(NULL, &p, der_len)) != NULL && p != der + der_len) {
+        X509_free(x);
+        x = NULL;
+      }
+    } else {
+      x = shared_cert(cs, der, der_len);
+    }
+    OPENSSL_free(der);
+    der = NULL;
+    if (x == NULL) break; /* damage, reported below */
     if (c->cert == NULL) {
       c->cert = x;
     } else if (sk_X509_num(c->chain) >= KYSO_MAX_CERT_CHAIN || !sk_X509_push(c->chain, x)) {
       X509_free(x);
-      ERR_pop_to_mark();
       st = kyso_fail(err, KYSO_DATA_LOSS, "'%s' holds more than %d chain certificates", path,
                      KYSO_MAX_CERT_CHAIN);
       goto out;
     }
   }
-  /* The loop ends at the end of input (no start line) or at damage. */
-  unsigned long e = ERR_peek_last_error();
-  if (c->cert == NULL || ERR_GET_LIB(e) != ERR_LIB_PEM || ERR_GET_REASON(e) != PEM_R_NO_START_LINE) {
+  if (c->cert == NULL || !end) {
     st = kyso_fail(err, KYSO_DATA_LOSS, "certificate file '%s' is damaged", path);
     kyso_err_add_openssl(err);
-    ERR_clear_last_mark();
     goto out;
   }
-  ERR_pop_to_mark();
   *out = c;
   c = NULL;
 out:
+  ERR_clear_error();
   BIO_free(bio);
   cached_free(c);
   return st;
@@ -195,7 +269,7 @@ kyso_status signer__certstore_put(signer__certstore *cs, const char *label, X509
   if ((st = encode(label, cert, chain, mem, err)) != KYSO_OK) goto out;
   long len = BIO_get_mem_data(mem, &data);
   /* Cache what a reload would see, not the caller's objects. */
-  if ((st = parse_pem(data, (size_t)len, path, &c, err)) != KYSO_OK) goto out;
+  if ((st = parse_pem(cs, data, (size_t)len, path, &c, err)) != KYSO_OK) goto out;
   pthread_mutex_lock(&cs->mu);
   st = kyso_write_file_atomic(path, data, (size_t)len, 0644, err);
   if (st == KYSO_OK && (st = signer__map_put(cs->cache, label, c, err)) == KYSO_OK) c = NULL;
@@ -206,44 +280,47 @@ out:
   return st;
 }
 
-/* The cache entry of label, loaded from its file on first use; under mu. */
-static kyso_status lookup_locked(signer__certstore *cs, const char *label, cached **out,
-                                 kyso_err *err) {
-  kyso_status st;
+/* New references to c's certificate and chain (chain may be NULL); under mu. */
+static kyso_status hand_out(const cached *c, X509 **cert, STACK_OF(X509) **chain,
+                            kyso_err *err) {
+  if (chain != NULL && (*chain = X509_chain_up_ref(c->chain)) == NULL)
+    return kyso_fail(err, KYSO_RESOURCE_EXHAUSTED, "out of memory copying a chain");
+  X509_up_ref(c->cert);
+  *cert = c->cert;
+  return KYSO_OK;
+}
+
+/* A hit is served under mu; a miss reads and parses the file outside it
+ * (so one key's first use does not stall every other Sign), then caches
+ * it unless a racing load got there first. */
+kyso_status signer__certstore_get(signer__certstore *cs, const char *label, X509 **cert,
+                                  STACK_OF(X509) **chain, kyso_err *err) {
+  kyso_status st = KYSO_OK;
   char path[PATH_MAX];
   kyso_buf file = {0};
-  cached *c = NULL;
-  if ((*out = signer__map_get(cs->cache, label)) != NULL) return KYSO_OK;
+  cached *c = NULL, *hit;
+  *cert = NULL;
+  if (chain != NULL) *chain = NULL;
+  pthread_mutex_lock(&cs->mu);
+  if ((hit = signer__map_get(cs->cache, label)) != NULL) st = hand_out(hit, cert, chain, err);
+  pthread_mutex_unlock(&cs->mu);
+  if (hit != NULL) return st;
   if ((st = file_path(cs, label, path, err)) != KYSO_OK) goto out;
   st = kyso_read_file(path, MAX_FILE, &file, err);
   if (st == KYSO_NOT_FOUND)
     st = kyso_fail(err, KYSO_NOT_FOUND, "no certificate was imported for key '%s'", label);
   if (st != KYSO_OK) goto out;
-  if ((st = parse_pem(file.data, file.len, path, &c, err)) != KYSO_OK) goto out;
-  if ((st = signer__map_put(cs->cache, label, c, err)) != KYSO_OK) goto out;
-  *out = c;
-  c = NULL;
+  if ((st = parse_pem(cs, file.data, file.len, path, &c, err)) != KYSO_OK) goto out;
+  pthread_mutex_lock(&cs->mu);
+  if ((hit = signer__map_get(cs->cache, label)) == NULL &&
+      (st = signer__map_put(cs->cache, label, c, err)) == KYSO_OK) {
+    hit = c;
+    c = NULL;
+  }
+  if (hit != NULL) st = hand_out(hit, cert, chain, err);
+  pthread_mutex_unlock(&cs->mu);
 out:
   cached_free(c);
   kyso_buf_free(&file, 0);
-  return st;
-}
-
-kyso_status signer__certstore_get(signer__certstore *cs, const char *label, X509 **cert,
-                                  STACK_OF(X509) **chain, kyso_err *err) {
-  kyso_status st;
-  cached *c = NULL;
-  *cert = NULL;
-  if (chain != NULL) *chain = NULL;
-  pthread_mutex_lock(&cs->mu);
-  if ((st = lookup_locked(cs, label, &c, err)) != KYSO_OK) goto out;
-  if (chain != NULL && (*chain = X509_chain_up_ref(c->chain)) == NULL) {
-    st = kyso_fail(err, KYSO_RESOURCE_EXHAUSTED, "out of memory copying a chain");
-    goto out;
-  }
-  X509_up_ref(c->cert);
-  *cert = c->cert;
-out:
-  pthread_mutex_unlock(&cs->mu);
   return st;
 }

@@ -20,7 +20,8 @@
 
 static const char usage_text[] =
     "Usage: kyso-bench-hsm (--config FILE | --module SO --token LABEL --pin-file F)\n"
-    "                      --label KEY_LABEL [--label ...] [OPTIONS]\n"
+    "                      (--label KEY_LABEL [--label ...] | --label-prefix P --keys N)\n"
+    "                      [OPTIONS]\n"
     "\n"
     "Measures the raw PKCS#11 C_Sign rate of each key: --threads threads sign\n"
     "SHA-256 digests with one key through kyso's hsm module (kysod's session pool\n"
@@ -39,6 +40,10 @@ static const char usage_text[] =
     "Run:\n"
     "  -l, --label KEY_LABEL key to sign with, e.g. kyso/personal/bench.ec.0\n"
     "                        (repeat for more keys, at most 64)\n"
+    "      --label-prefix P  with --keys N: one more result, signing round robin over\n"
+    "      --keys N          the N keys P0 .. P(N-1) (e.g. kyso/personal/bench.many.ec.),\n"
+    "                        each thread on its own key in turn, as kyso-bench --keys\n"
+    "                        does: the HSM's own cost of many keys\n"
     "  -t, --threads N       signing threads, one pooled session each (default 4,\n"
     "                        at most 64)\n"
     "      --duration S      measured seconds per key (default 10)\n"
@@ -49,7 +54,7 @@ static const char usage_text[] =
     "Exit status: 0 when every key was measured; 1 when the token, a key or a\n"
     "signature failed (the first error is printed); 2 on a usage error.\n";
 
-enum { O_MODULE = 1, O_TOKEN, O_PIN_FILE, O_DURATION, O_WARMUP, O_JSON };
+enum { O_MODULE = 1, O_TOKEN, O_PIN_FILE, O_DURATION, O_WARMUP, O_JSON, O_PREFIX, O_KEYS };
 
 static const struct option longopts[] = {
     {"config", required_argument, NULL, 'c'},   {"module", required_argument, NULL, O_MODULE},
@@ -57,6 +62,8 @@ static const struct option longopts[] = {
     {"label", required_argument, NULL, 'l'},    {"threads", required_argument, NULL, 't'},
     {"duration", required_argument, NULL, O_DURATION},
     {"warmup", required_argument, NULL, O_WARMUP},
+    {"label-prefix", required_argument, NULL, O_PREFIX},
+    {"keys", required_argument, NULL, O_KEYS},
     {"json", required_argument, NULL, O_JSON},  {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0}};
 
@@ -64,14 +71,20 @@ typedef struct args {
   const char *config, *module, *token, *pin_file, *json;
   const char *labels[MAX_LABELS];
   size_t nlabels;
+  const char *prefix; /* with nkeys: the round-robin run */
+  uint64_t nkeys;
   uint64_t threads;
   double duration, warmup;
 } args;
 
-/* One key's run, shared by its threads. */
+/* One run (one key, or prefix0..prefix(nkeys-1) in turn), shared by its
+ * threads. */
 typedef struct run {
   hsm *h;
   const char *label;
+  const char *prefix;
+  uint64_t nkeys;
+  uint64_t threads;
   hsm_mech mech;
   atomic_int stop;
   pthread_mutex_t mu;
@@ -112,13 +125,17 @@ static int parse_args(int argc, char **argv, args *a) {
       case O_DURATION: rc = tool_parse_seconds("--duration", optarg, 0, &a->duration); break;
       case O_WARMUP: rc = tool_parse_seconds("--warmup", optarg, 1, &a->warmup); break;
       case O_JSON: a->json = optarg; break;
+      case O_PREFIX: a->prefix = optarg; break;
+      case O_KEYS: rc = tool_parse_count("--keys", optarg, 1, 10000000, 0, &a->nkeys); break;
       case 'h': fputs(usage_text, stdout); return 0;
       default: fputs(usage_text, stderr); return 2;
     }
     if (rc) return rc;
   }
   if (optind < argc) return tool_usage_error("unexpected argument '%s'", argv[optind]);
-  if (a->nlabels == 0)
+  if ((a->prefix == NULL) != (a->nkeys == 0))
+    return tool_usage_error("--label-prefix and --keys go together");
+  if (a->nlabels == 0 && a->prefix == NULL)
     return tool_usage_error("give the key to sign with: --label kyso/personal/ACCOUNT");
   if (a->config == NULL && (a->token == NULL || a->pin_file == NULL))
     return tool_usage_error("give --config FILE, or --token LABEL and --pin-file F");
@@ -160,6 +177,7 @@ static void *sign_loop(void *arg) {
   worker *w = arg;
   run *r = w->r;
   uint8_t digest[32], sig[KYSO_MAX_SIGNATURE];
+  char label[KYSO_MAX_LABEL + 1];
   kyso_err err = {0};
   /* Distinct digests: a thread id and a counter in an arbitrary pattern. */
   for (size_t i = 0; i < sizeof(digest); i++) digest[i] = (uint8_t)(0x5a ^ (i * 29));
@@ -167,8 +185,14 @@ static void *sign_loop(void *arg) {
   for (uint64_t n = 0; !atomic_load_explicit(&r->stop, memory_order_relaxed); n++) {
     memcpy(digest + 8, &n, sizeof(n));
     size_t sig_len = sizeof(sig);
+    const char *key = r->label;
+    if (r->prefix != NULL) { /* thread w->id takes keys id, id+threads, ... */
+      snprintf(label, sizeof(label), "%s%llu", r->prefix,
+               (unsigned long long)((n * r->threads + w->id) % r->nkeys));
+      key = label;
+    }
     double t0 = tool_now();
-    kyso_status st = hsm_sign_digest(r->h, r->label, r->mech, digest, sizeof(digest), sig,
+    kyso_status st = hsm_sign_digest(r->h, key, r->mech, digest, sizeof(digest), sig,
                                      &sig_len, &err);
     uint64_t ns = (uint64_t)((tool_now() - t0) * 1e9);
     if (st != KYSO_OK) {
@@ -202,8 +226,12 @@ static const char *algorithm_name(hsm_key_type t) {
   return "unknown";
 }
 
-/* Runs one key; adds its result to results. 0, or 1 after saying why. */
-static int measure(const args *a, hsm *h, const char *label, cJSON *results) {
+/* Runs one key, or with prefix the keys prefix0..prefix(a->nkeys-1) round
+ * robin (label names the first, whose type they all must share); adds its
+ * result to results. 0, or 1 after saying why. */
+static int measure(const args *a, hsm *h, const char *label, const char *prefix,
+                   cJSON *results) {
+  char shown[KYSO_MAX_LABEL + 32];
   hsm_key_info info;
   kyso_err err = {0};
   run r;
@@ -219,6 +247,13 @@ static int measure(const args *a, hsm *h, const char *label, cJSON *results) {
   int ec = info.type == HSM_KEY_EC_P256;
   r.h = h;
   r.label = label;
+  r.prefix = prefix;
+  r.nkeys = prefix != NULL ? a->nkeys : 1;
+  r.threads = a->threads;
+  if (prefix != NULL)
+    snprintf(shown, sizeof(shown), "%s{0..%llu}", prefix, (unsigned long long)(a->nkeys - 1));
+  else
+    snprintf(shown, sizeof(shown), "%s", label);
   r.mech = ec ? HSM_MECH_ECDSA_SHA256 : HSM_MECH_RSA_PKCS1_SHA256;
   if ((w = calloc(a->threads, sizeof(*w))) == NULL) {
     fprintf(stderr, "%s: out of memory\n", tool_name);
@@ -233,7 +268,7 @@ static int measure(const args *a, hsm *h, const char *label, cJSON *results) {
     }
   }
   fprintf(stderr, "%s: %s (%s): %llu threads, %g s warm-up, %g s measured\n", tool_name,
-          label, algorithm_name(info.type), (unsigned long long)a->threads, a->warmup,
+          shown, algorithm_name(info.type), (unsigned long long)a->threads, a->warmup,
           a->duration);
   tool_sleep(a->warmup);
   uint64_t ops0, busy0, ops1, busy1;
@@ -253,14 +288,15 @@ static int measure(const args *a, hsm *h, const char *label, cJSON *results) {
   for (size_t i = 0; i < started; i++) pthread_join(w[i].thread, NULL);
   started = 0;
   if (r.failed) {
-    fprintf(stderr, "%s: signing with '%s' failed: %s\n", tool_name, label, r.first_err.msg);
+    fprintf(stderr, "%s: signing with '%s' failed: %s\n", tool_name, shown, r.first_err.msg);
     goto out;
   }
   uint64_t ops = ops1 - ops0;
   double elapsed = t1 - t0, rate = (double)ops / elapsed;
   double mean_ms = ops ? (double)(busy1 - busy0) / (double)ops / 1e6 : 0;
   cJSON *j = cJSON_CreateObject();
-  cJSON_AddStringToObject(j, "key_label", label);
+  cJSON_AddStringToObject(j, "key_label", shown);
+  cJSON_AddNumberToObject(j, "keys", (double)r.nkeys);
   cJSON_AddStringToObject(j, "algorithm", algorithm_name(info.type));
   cJSON_AddStringToObject(j, "mechanism", ec ? "CKM_ECDSA over the SHA-256 digest"
                                              : "CKM_RSA_PKCS over a SHA-256 DigestInfo "
@@ -270,7 +306,7 @@ static int measure(const args *a, hsm *h, const char *label, cJSON *results) {
   cJSON_AddNumberToObject(j, "throughput", rate);
   cJSON_AddNumberToObject(j, "mean_latency_ms", mean_ms);
   cJSON_AddItemToArray(results, j);
-  printf("%s (%s): %.1f C_Sign/s with %llu threads (%llu in %.2f s, mean %.3f ms)\n", label,
+  printf("%s (%s): %.1f C_Sign/s with %llu threads (%llu in %.2f s, mean %.3f ms)\n", shown,
          algorithm_name(info.type), rate, (unsigned long long)a->threads,
          (unsigned long long)ops, elapsed, mean_ms);
   rc = 0;
@@ -307,7 +343,16 @@ int main(int argc, char **argv) {
   cJSON_AddNumberToObject(json, "warmup_s", a.warmup);
   cJSON *results = cJSON_AddArrayToObject(json, "results");
   for (size_t i = 0; i < a.nlabels; i++)
-    if (measure(&a, h, a.labels[i], results) != 0) goto out;
+    if (measure(&a, h, a.labels[i], NULL, results) != 0) goto out;
+  if (a.prefix != NULL) {
+    char first[KYSO_MAX_LABEL + 1];
+    if (snprintf(first, sizeof(first), "%s0", a.prefix) >= (int)sizeof(first)) {
+      fprintf(stderr, "%s: --label-prefix '%s' is too long for a key label\n", tool_name,
+              a.prefix);
+      goto out;
+    }
+    if (measure(&a, h, first, a.prefix, results) != 0) goto out;
+  }
   if (a.json != NULL && tool_write_json(a.json, json) != 0) goto out;
   rc = 0;
 out:

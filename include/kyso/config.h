@@ -53,6 +53,7 @@ typedef struct kyso_config {
   char tls_cert[KYSO_PATH_MAX];
   char tls_key[KYSO_PATH_MAX];
   char client_ca[KYSO_PATH_MAX];
+  unsigned peer_cache_seconds; /* how long a client certificate stays parsed and verified */
   /* [hsm] */
   char hsm_module[KYSO_PATH_MAX];
   char hsm_token[128];

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include <openssl/x509.h>
 
@@ -38,7 +39,8 @@ typedef struct rpc_method {
 
 /* Who is calling, as established by TLS and the auth hook. */
 typedef struct rpc_peer {
-  X509 *cert;            /* client certificate (NULL without one); not owned */
+  X509 *cert;            /* client certificate (NULL without one); the call holds
+                            a reference: X509_up_ref it to keep it longer */
   uint8_t cert_sha256[32];
   char principal[128];   /* set by the auth hook: the account or service name */
   char role[32];         /* set by the auth hook */
@@ -65,6 +67,8 @@ typedef struct rpc_server_opts {
   int64_t max_call_ms;         /* cap on any call's life, deadline or not (a client
                                   without one cannot hold a worker forever);
                                   0 = 10 minutes */
+  unsigned peer_cache_seconds; /* with client_ca_file: remember a parsed client
+                                  certificate this long (0 = parse it on every call) */
   rpc_auth_hook auth;          /* required */
 } rpc_server_opts;
 
@@ -106,5 +110,30 @@ kyso_status rpc_call_read(rpc_call *call, const uint8_t **data, size_t *len, int
  * CANCELLED / DEADLINE_EXCEEDED when the client is gone. */
 kyso_status rpc_call_write(rpc_call *call, const uint8_t *data, size_t len,
                            kyso_err *err) KYSO_MUST_CHECK;
+
+/* Peer cache: what was learnt about a client certificate (parsed, verified),
+ * remembered under a 32-byte fingerprint for at most ttl seconds and never
+ * at or past a notAfter. Bounded (the oldest unused entry goes first), safe
+ * from any thread. A NULL cache is "off": every lookup misses. */
+typedef struct rpc_peer_cache rpc_peer_cache;
+/* Distinct client certificates remembered: far more than the callers a node
+ * has; full, it holds that many parsed certificates (a few MiB). */
+#define RPC_PEER_CACHE_ENTRIES 1024
+/* ttl_seconds 0 sets *out to NULL (off) and succeeds. */
+kyso_status rpc_peer_cache_new(unsigned entries, unsigned ttl_seconds, rpc_peer_cache **out,
+                               kyso_err *err) KYSO_MUST_CHECK;
+void rpc_peer_cache_free(rpc_peer_cache *c);
+/* 1 if key is live: then *cert (when cert is non-NULL) is a new reference for
+ * the caller to X509_free, and sha256 (when non-NULL) is filled. 0 otherwise;
+ * an entry stored without a certificate misses when cert is asked for. */
+int rpc_peer_cache_get(rpc_peer_cache *c, const uint8_t key[32], X509 **cert,
+                       uint8_t sha256[32]);
+/* Remembers cert (up-ref'd; may be NULL) and sha256 (may be NULL) under key
+ * until now + ttl or not_after, whichever comes first; replaces what key
+ * held. Nothing is stored without a not_after or once it has passed. */
+void rpc_peer_cache_put(rpc_peer_cache *c, const uint8_t key[32], X509 *cert,
+                        const uint8_t sha256[32], const ASN1_TIME *not_after);
+/* Forgets everything: for when trust changes (a new CA bundle, a CRL). */
+void rpc_peer_cache_clear(rpc_peer_cache *c);
 
 #endif

@@ -159,7 +159,7 @@ void rpc__call_run(void *item, void *ctx) {
     goto out;
   }
   /* Authorise before touching the request: a refused caller costs no copy. */
-  rpc__peer_load(c->call, &c->peer);
+  rpc__peer_load(srv->peer_cache, c->call, &c->peer);
   if ((st = srv->auth(srv->app, &c->peer, c->method->operation, &err)) != KYSO_OK ||
       (st = rpc__read_payload(c->payload, srv->max_message, &c->req, &err)) != KYSO_OK) {
     msg = err.msg;

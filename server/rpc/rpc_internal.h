@@ -85,6 +85,7 @@ struct rpc_server {
   rpc__slot *slots;
   size_t slot_count;
   rpc__pool *pool;
+  rpc_peer_cache *peer_cache;  /* parsed client certificates; NULL when off */
   int port;
   int grpc_ready;              /* grpc_init() done, grpc_shutdown() owed */
   int started;                 /* grpc_server_start() done */
@@ -158,9 +159,21 @@ void rpc__stream_io_done(rpc_call *call, int ok);
 /* rpc_tls.c: credentials and the peer's certificate. */
 kyso_status rpc__server_creds(const rpc_server_opts *opts,
                               grpc_server_credentials **out, kyso_err *err);
-/* Fills peer->cert (owned by the caller) and its SHA-256 when the client sent
- * a certificate; leaves them zero otherwise. */
-void rpc__peer_load(grpc_call *call, rpc_peer *peer);
+/* Fills peer->cert (a reference the caller frees) and its SHA-256 when the
+ * client sent a certificate, from cache when it holds the same PEM; leaves
+ * them zero otherwise. cache may be NULL. */
+void rpc__peer_load(rpc_peer_cache *cache, grpc_call *call, rpc_peer *peer);
+
+/* rpc_peer_cache.c: the clocks an entry's life is measured on, replaceable
+ * by tests before the cache is shared (NULL restores the real ones). */
+typedef struct rpc__clock {
+  int64_t (*mono_ms)(void *ctx); /* CLOCK_MONOTONIC, ms: the ttl */
+  time_t (*wall)(void *ctx);     /* time(NULL): against notAfter */
+  void *ctx;
+} rpc__clock;
+void rpc__peer_cache_set_clock(rpc_peer_cache *c, const rpc__clock *clock);
+/* Live and expired-but-not-yet-dropped entries: never above the bound. */
+size_t rpc__peer_cache_count(rpc_peer_cache *c);
 
 /* rpc_server.c */
 /* Blocks until the server reaches at least state (tests use it to act at a

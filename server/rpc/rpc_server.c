@@ -188,6 +188,7 @@ static kyso_status build_server(rpc_server *srv, const rpc_server_opts *o, kyso_
 /* Frees a server that was never started, or whose shutdown has completed. */
 static void server_free(rpc_server *srv) {
   rpc__pool_stop(srv->pool);
+  rpc_peer_cache_free(srv->peer_cache);
   if (srv->server != NULL) grpc_server_destroy(srv->server);
   for (unsigned i = 0; srv->cqs != NULL && i < srv->cq_count; i++) {
     rpc__cq *q = &srv->cqs[i];
@@ -251,6 +252,9 @@ kyso_status rpc_server_start(const rpc_server_opts *o, const rpc_method *methods
   srv->grpc_ready = 1;
   if ((st = copy_methods(srv, methods, method_count, err)) != KYSO_OK ||
       (st = rpc__server_creds(o, &creds, err)) != KYSO_OK ||
+      (o->client_ca_file != NULL &&
+       (st = rpc_peer_cache_new(RPC_PEER_CACHE_ENTRIES, o->peer_cache_seconds, &srv->peer_cache,
+                                err)) != KYSO_OK) ||
       (st = build_server(srv, o, err)) != KYSO_OK ||
       (st = rpc__pool_start(o->worker_threads ? o->worker_threads : default_workers(),
                             srv->max_queued, rpc__call_run, srv, &srv->pool, err)) != KYSO_OK)

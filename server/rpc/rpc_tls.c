@@ -55,10 +55,15 @@ out:
   return st;
 }
 
-void rpc__peer_load(grpc_call *call, rpc_peer *peer) {
+/* Parsing the PEM costs far more than hashing it (OpenSSL 3 decodes the
+ * public key through its providers, under a global lock), so a certificate
+ * seen before is taken from the cache by the SHA-256 of its PEM. */
+void rpc__peer_load(rpc_peer_cache *cache, grpc_call *call, rpc_peer *peer) {
   BIO *b = NULL;
   X509 *x = NULL;
   unsigned char *der = NULL;
+  uint8_t pem_sha256[32];
+  unsigned md_len = 0;
   grpc_auth_context *ctx = grpc_call_auth_context(call);
   if (ctx == NULL) goto out;
   grpc_auth_property_iterator it =
@@ -67,12 +72,17 @@ void rpc__peer_load(grpc_call *call, rpc_peer *peer) {
   if (prop == NULL || prop->value == NULL || prop->value_length == 0 ||
       prop->value_length > RPC__MAX_PEM)
     goto out;
+  if (cache != NULL) {
+    if (EVP_Digest(prop->value, prop->value_length, pem_sha256, &md_len, EVP_sha256(), NULL) != 1)
+      goto out;
+    if (rpc_peer_cache_get(cache, pem_sha256, &peer->cert, peer->cert_sha256)) goto out;
+  }
   b = BIO_new_mem_buf(prop->value, (int)prop->value_length);
   if (b == NULL || (x = PEM_read_bio_X509(b, NULL, NULL, NULL)) == NULL) goto out;
   int n = i2d_X509(x, &der);
-  unsigned md_len = 0;
   if (n <= 0 || EVP_Digest(der, (size_t)n, peer->cert_sha256, &md_len, EVP_sha256(), NULL) != 1)
     goto out;
+  rpc_peer_cache_put(cache, pem_sha256, x, peer->cert_sha256, X509_get0_notAfter(x));
   peer->cert = x;
   x = NULL;
 out:

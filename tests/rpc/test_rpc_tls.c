@@ -12,12 +12,15 @@
 
 #include "harness.h"
 #include "kyso/util.h"
+#include "rpc_internal.h"
 
 static char pki[512];   /* root, sub-CA, server and client certificates */
 static char other[512]; /* an unrelated PKI, for a certificate nobody trusts */
 static harness hx;
 
 #define PATH(buf, dir, name) snprintf(buf, sizeof(buf), "%s/%s", dir, name)
+
+static unsigned cache_seconds; /* the group's rpc_server_opts.peer_cache_seconds */
 
 static int group_setup(void **state) {
   char chain[600], srv[600], sub[600], key[600], root[600];
@@ -29,7 +32,8 @@ static int group_setup(void **state) {
   PATH(key, pki, "server.key");
   PATH(root, pki, "root.pem");
   if (h_concat(srv, sub, chain) != 0) return -1;
-  rpc_server_opts o = {.tls_cert_file = chain, .tls_key_file = key, .client_ca_file = root};
+  rpc_server_opts o = {.tls_cert_file = chain, .tls_key_file = key, .client_ca_file = root,
+                       .peer_cache_seconds = cache_seconds};
   return h_start(&hx, &o, 1);
 }
 
@@ -83,6 +87,43 @@ static void test_client_cert_reaches_hook(void **state) {
   assert_memory_equal(r.data, "dms-frontend", r.len);
   kyso_reply_free(&r);
   kyso_client_close(c);
+}
+
+/* Several clients in turn, each on its own connection: every call (the first
+ * parses, later ones may come from the peer cache) shows the hook the
+ * caller's own certificate, never another's. */
+static void test_each_caller_keeps_its_identity(void **state) {
+  static const struct { int other_pki; const char *name, *cn; } who[] = {
+      {0, "client", "dms-frontend"},
+      {0, "operator", "operator"},
+      {0, "archivist", "archivist"},
+      {1, "client", "dms-frontend"},
+  };
+  enum { N = sizeof(who) / sizeof(who[0]) };
+  kyso_client *c[N];
+  char pem[N][600];
+  for (size_t i = 0; i < N; i++) {
+    const char *dir = who[i].other_pki ? other : pki;
+    snprintf(pem[i], sizeof(pem[i]), "%s/%s.pem", dir, who[i].name);
+    assert_non_null(c[i] = tls_client(dir, who[i].name));
+  }
+  for (int round = 0; round < 3; round++)
+    for (size_t i = 0; i < N; i++) {
+      expect(c[i], M_ECHO, GRPC_STATUS_OK, NULL, pem[i]);
+      kyso_reply r = h_call(c[i], M_WHOAMI, NULL, 0, 10000);
+      if (r.grpc_status != GRPC_STATUS_OK || r.len != strlen(who[i].cn) ||
+          memcmp(r.data, who[i].cn, r.len) != 0)
+        fail_msg("round %d, %s%s: got %d '%.*s', want OK '%s'", round,
+                 who[i].other_pki ? "other PKI's " : "", who[i].name, r.grpc_status,
+                 (int)r.len, r.data ? (const char *)r.data : "", who[i].cn);
+      kyso_reply_free(&r);
+    }
+  for (size_t i = 0; i < N; i++) kyso_client_close(c[i]);
+  /* One entry per certificate, however many calls it made. */
+  if (cache_seconds == 0)
+    assert_null(hx.srv->peer_cache);
+  else
+    assert_int_equal(rpc__peer_cache_count(hx.srv->peer_cache), N);
 }
 
 static void test_no_client_cert(void **state) {
@@ -173,11 +214,17 @@ static void test_client_key_mismatch(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_client_cert_reaches_hook),
+      cmocka_unit_test(test_each_caller_keeps_its_identity),
       cmocka_unit_test(test_no_client_cert),
       cmocka_unit_test(test_untrusted_cert_left_to_hook),
       cmocka_unit_test(test_plaintext_client_refused),
       cmocka_unit_test(test_tls_start_errors),
       cmocka_unit_test(test_client_key_mismatch),
   };
-  return cmocka_run_group_tests(tests, group_setup, group_teardown);
+  /* Once parsing every call, once with the peer cache kysod runs with. */
+  int failed = cmocka_run_group_tests_name("tls, peer cache off", tests, group_setup,
+                                           group_teardown);
+  cache_seconds = 60;
+  return failed + cmocka_run_group_tests_name("tls, peer cache 60 s", tests, group_setup,
+                                              group_teardown);
 }

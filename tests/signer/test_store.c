@@ -12,6 +12,8 @@
 
 #include <cmocka.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509_vfy.h>
 
 #include "fake_fixture.h"
 #include "fake_hsm.h"
@@ -24,7 +26,9 @@ typedef fake_fixture fixture;
 #define TRAVERSAL "../../escape"
 
 static int setup(void **state) {
-  static const fake_key keys[] = {{"user-1", HSM_KEY_EC_P256}, {TRAVERSAL, HSM_KEY_EC_P256}};
+  static const fake_key keys[] = {{"user-1", HSM_KEY_EC_P256},
+                                    {"user-2", HSM_KEY_EC_P256},
+                                    {TRAVERSAL, HSM_KEY_EC_P256}};
   fixture *f = fake_fixture_new("signer-store", keys, sizeof(keys) / sizeof(keys[0]));
   *state = f;
   return f != NULL ? 0 : -1;
@@ -135,6 +139,10 @@ static void test_damaged_file(void **state) {
       {"garbage", "this is not PEM at all\n"},
       {"broken base64", "-----BEGIN CERTIFICATE-----\nAAAA!!!!\n-----END CERTIFICATE-----\n"},
       {"empty", ""},
+      {"not a certificate",
+       "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----\n"},
+      {"PEM headers", "-----BEGIN CERTIFICATE-----\nProc-Type: 4,ENCRYPTED\n\nAAAA\n"
+                      "-----END CERTIFICATE-----\n"},
   };
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     char path[700];
@@ -154,6 +162,49 @@ static void test_damaged_file(void **state) {
   }
 }
 
+/* Keys certified under the same CA share one parsed chain certificate,
+ * after a restart too (the store parses each distinct one once); a damaged
+ * chain block after a good leaf is still DATA_LOSS. */
+static void test_chain_shared(void **state) {
+  fixture *f = *state;
+  kyso_err err = {0};
+  signer *s2 = NULL;
+  X509 *x1 = NULL, *x2 = NULL;
+  STACK_OF(X509) *c1 = NULL, *c2 = NULL;
+  flow_certify(f->s, "user-1", f->pki);
+  flow_certify(f->s, "user-2", f->pki);
+  assert_int_equal(signer_open(f->h, f->certs, &s2, &err), KYSO_OK);
+  assert_int_equal(signer_certificate(s2, "user-1", &x1, &c1, &err), KYSO_OK);
+  assert_int_equal(signer_certificate(s2, "user-2", &x2, &c2, &err), KYSO_OK);
+  assert_int_not_equal(X509_cmp(x1, x2), 0);
+  assert_int_equal(sk_X509_num(c1), 1);
+  assert_int_equal(sk_X509_num(c2), 1);
+  assert_ptr_equal(sk_X509_value(c1, 0), sk_X509_value(c2, 0));
+  /* The shared certificate outlives the signer for as long as we hold it. */
+  signer_close(s2);
+  assert_int_equal(X509_check_issued(sk_X509_value(c1, 0), x1), X509_V_OK);
+  sk_X509_pop_free(c1, X509_free);
+  sk_X509_pop_free(c2, X509_free);
+
+  char path[700];
+  BIO *mem = BIO_new(BIO_s_mem());
+  char *pem = NULL;
+  assert_true(PEM_write_bio_X509(mem, x1));
+  BIO_puts(mem, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+  long n = BIO_get_mem_data(mem, &pem);
+  snprintf(path, sizeof(path), "%s/user-2.pem", f->certs);
+  assert_true(tu_write(path, pem, (size_t)n));
+  assert_int_equal(signer_open(f->h, f->certs, &s2, &err), KYSO_OK);
+  X509 *x = NULL;
+  assert_int_equal(signer_certificate(s2, "user-2", &x, NULL, &err), KYSO_DATA_LOSS);
+  assert_null(x);
+  signer_close(s2);
+  BIO_free(mem);
+  X509_free(x1);
+  X509_free(x2);
+  ERR_clear_error();
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_dir_created_private),
@@ -162,6 +213,7 @@ int main(void) {
       cmocka_unit_test(test_import_unknown_key),
       cmocka_unit_test(test_hostile_label),
       cmocka_unit_test(test_damaged_file),
+      cmocka_unit_test(test_chain_shared),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -39,6 +39,7 @@ static void test_defaults_and_paths(void **state) {
   assert_int_equal(load("[tls]\ncert = pki/server.pem\nkey = /abs/server.key\n", &cfg, &err), KYSO_OK);
   assert_string_equal(cfg.listen, "127.0.0.1:7443");
   assert_int_equal(cfg.worker_threads, 4);
+  assert_int_equal(cfg.peer_cache_seconds, 60);
   char want[600];
   char *real = realpath(dir, NULL);
   snprintf(want, sizeof(want), "%s/pki/server.pem", real);
@@ -58,6 +59,10 @@ static void test_errors_name_the_line(void **state) {
       {"[caller.dms]\nfingerprint = 12:34\n", "fingerprint must be a SHA-256"},
       {"[caller.dms]\nroles = service\n", "needs both 'fingerprint' and 'roles'"},
       {"[nonsense]\na = b\n", "unknown setting 'a' in [nonsense]"},
+      {"[tls]\nclient_ca = ca.pem\npeer_cache_seconds = 3601\n",
+       ":3: '3601' is not a number between 0 and 3600"},
+      {"[tls]\npeer_cache_seconds = -1\n", ":2: '-1' is not a number between 0 and 3600"},
+      {"[tls]\npeer_cache_second = 5\n", ":2: unknown setting 'peer_cache_second' in [tls]"},
   };
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     kyso_config cfg;
@@ -66,6 +71,24 @@ static void test_errors_name_the_line(void **state) {
     if (got != KYSO_INVALID_ARGUMENT || strstr(err.msg, cases[i].want) == NULL)
       fail_msg("case %zu: got %s \"%s\", want INVALID_ARGUMENT containing \"%s\"", i,
                kyso_strerror(got), err.msg, cases[i].want);
+    kyso_config_free(&cfg);
+  }
+}
+
+static void test_peer_cache_seconds(void **state) {
+  (void)state;
+  static const struct { const char *text; unsigned want; } cases[] = {
+      {"[tls]\npeer_cache_seconds = 0\n", 0},
+      {"[tls]\npeer_cache_seconds = 3600\n", 3600},
+      {"[tls]\npeer_cache_seconds = 5\n", 5},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    kyso_config cfg;
+    kyso_err err = {0};
+    kyso_status got = load(cases[i].text, &cfg, &err);
+    if (got != KYSO_OK || cfg.peer_cache_seconds != cases[i].want)
+      fail_msg("case %zu: got %s \"%s\" and %u, want OK and %u", i, kyso_strerror(got), err.msg,
+               cfg.peer_cache_seconds, cases[i].want);
     kyso_config_free(&cfg);
   }
 }
@@ -116,6 +139,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_defaults_and_paths),
       cmocka_unit_test(test_errors_name_the_line),
+      cmocka_unit_test(test_peer_cache_seconds),
       cmocka_unit_test(test_callers),
       cmocka_unit_test(test_pin_sources),
   };
