@@ -39,6 +39,7 @@ enum {
 
 #define ARCHIVE__SCHEMA_VERSION "1"
 #define ARCHIVE__COMMAND_VERSION 1
+#define ARCHIVE__ENTRY_VERSION 1
 
 /* Chunk sizes a store accepts: at least RocksDB's min_blob_size (so every
  * full chunk lands in a blob file), at most a few per memtable. */
@@ -97,6 +98,7 @@ struct archive {
   rocksdb_column_family_handle_t *cf[ARCHIVE__CF_COUNT];
   rocksdb_readoptions_t *ro;
   rocksdb_writeoptions_t *wo;
+  rocksdb_writeoptions_t *wo_apply; /* replicated entries: WAL, not synced (entry.c) */
 
   /* Group-commit writer: submitters queue items, one thread writes them. */
   pthread_mutex_t mu;
@@ -124,6 +126,12 @@ kyso_status archive__flush(archive *a, kyso_err *err);
 /* writer.c: the group-commit thread (started by open, drained by close). */
 kyso_status archive__writer_start(archive *a, kyso_err *err);
 void archive__writer_stop(archive *a);
+/* The accepting node's checks of a command before it is queued or proposed:
+ * well formed, and its document inline (hashed into blob_sha and a packed
+ * manifest, *manifest malloc()ed) or already stored. */
+kyso_status archive__precheck(archive *a, const uint8_t *cmd, size_t cmd_len, const uint8_t *blob,
+                              size_t blob_len, uint8_t blob_sha[32], uint8_t **manifest,
+                              size_t *manifest_len, kyso_err *err);
 /* Installs the audit hook (before the first submit). */
 void archive__set_audit(archive *a, archive__audit_fn fn, void *ctx);
 

@@ -101,6 +101,8 @@ static void make_options(archive *a) {
   rocksdb_readoptions_set_verify_checksums(a->ro, 1);
   a->wo = rocksdb_writeoptions_create();
   rocksdb_writeoptions_set_sync(a->wo, a->no_sync ? 0 : 1);
+  a->wo_apply = rocksdb_writeoptions_create();
+  rocksdb_writeoptions_set_sync(a->wo_apply, 0);
 }
 
 static kyso_status open_failed(archive *a, char *e, kyso_err *err) {
@@ -241,6 +243,7 @@ void archive_close(archive *a) {
   if (a->cache != NULL) rocksdb_cache_destroy(a->cache);
   if (a->ro != NULL) rocksdb_readoptions_destroy(a->ro);
   if (a->wo != NULL) rocksdb_writeoptions_destroy(a->wo);
+  if (a->wo_apply != NULL) rocksdb_writeoptions_destroy(a->wo_apply);
   pthread_mutex_destroy(&a->mu);
   pthread_cond_destroy(&a->wake);
   free(a->staging);

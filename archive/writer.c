@@ -164,16 +164,18 @@ void archive__writer_stop(archive *a) {
  * is either carried inline (hashed here, off the writer thread) or already
  * stored. A local precondition, not part of apply: with replication only
  * the node that accepts the request checks it. */
-static kyso_status precheck(archive *a, archive__item *it, kyso_err *err) {
+kyso_status archive__precheck(archive *a, const uint8_t *cmd, size_t cmd_len, const uint8_t *blob,
+                              size_t blob_len, uint8_t blob_sha[32], uint8_t **manifest,
+                              size_t *manifest_len, kyso_err *err) {
   char want[65], got[65];
-  archive__command *c = kyso__store__v1__command__unpack(NULL, it->cmd_len, it->cmd);
+  archive__command *c = kyso__store__v1__command__unpack(NULL, cmd_len, cmd);
   if (c == NULL)
     return kyso_fail(err, KYSO_INVALID_ARGUMENT, "the command is not a kyso.store.v1.Command");
   kyso_status st = archive__validate(c, err);
   if (st != KYSO_OK) goto out;
   const Kyso__Store__V1__RecordDocument *d = archive__command_document(c);
   kyso_hex(d->sha256.data, 32, want);
-  if (it->blob == NULL) {
+  if (blob == NULL) {
     uint64_t size = 0;
     st = archive_blob_size(a, d->sha256.data, &size, err);
     if (st == KYSO_NOT_FOUND)
@@ -185,23 +187,22 @@ static kyso_status precheck(archive *a, archive__item *it, kyso_err *err) {
                     want, (unsigned long long)size, (unsigned long long)d->size);
     goto out;
   }
-  if (it->blob_len > ARCHIVE__MAX_INLINE_BLOB || it->blob_len > a->max_document) {
+  if (blob_len > ARCHIVE__MAX_INLINE_BLOB || blob_len > a->max_document) {
     st = kyso_fail(err, KYSO_RESOURCE_EXHAUSTED,
                    "an inline document of %zu bytes is larger than %llu; upload it first",
-                   it->blob_len,
+                   blob_len,
                    (unsigned long long)(a->max_document < ARCHIVE__MAX_INLINE_BLOB
                                             ? a->max_document
                                             : ARCHIVE__MAX_INLINE_BLOB));
     goto out;
   }
-  st = archive__blob_manifest(a, it->blob, it->blob_len, it->blob_sha, &it->manifest,
-                              &it->manifest_len, err);
+  st = archive__blob_manifest(a, blob, blob_len, blob_sha, manifest, manifest_len, err);
   if (st != KYSO_OK) goto out;
-  kyso_hex(it->blob_sha, 32, got);
-  if (memcmp(it->blob_sha, d->sha256.data, 32) != 0 || it->blob_len != d->size)
+  kyso_hex(blob_sha, 32, got);
+  if (memcmp(blob_sha, d->sha256.data, 32) != 0 || blob_len != d->size)
     st = kyso_fail(err, KYSO_INVALID_ARGUMENT,
                    "the inline document is %s (%zu bytes); the command names %s (%llu bytes)", got,
-                   it->blob_len, want, (unsigned long long)d->size);
+                   blob_len, want, (unsigned long long)d->size);
 out:
   kyso__store__v1__command__free_unpacked(c, NULL);
   return st;
@@ -221,7 +222,8 @@ kyso_status archive_submit(archive *a, const uint8_t *command, size_t command_le
   it.cmd_len = command_len;
   it.blob = blob;
   it.blob_len = blob != NULL ? blob_len : 0;
-  kyso_status st = precheck(a, &it, err);
+  kyso_status st = archive__precheck(a, it.cmd, it.cmd_len, it.blob, it.blob_len, it.blob_sha,
+                                       &it.manifest, &it.manifest_len, err);
   if (st != KYSO_OK) {
     atomic_fetch_add(&a->st_failed, 1);
     goto out;

@@ -27,6 +27,7 @@ int cli_verify(cli *c, int argc, char **argv);
 int cli_health(cli *c, int argc, char **argv);
 int cli_archive(cli *c, int argc, char **argv);
 int cli_timestamp(cli *c, int argc, char **argv);
+int cli_cluster(cli *c, int argc, char **argv);
 
 /* Opens c->client on first use; prints why not and returns 1 otherwise. */
 int cli_connect(cli *c);

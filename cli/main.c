@@ -24,6 +24,7 @@ static void usage(FILE *f) {
           "  timestamp    get an RFC 3161 time-stamp for a file, or show a stored one\n"
           "  archive      put, get, stat, ls, scrub, backup archived documents\n"
           "  health       ask the node whether it serves\n"
+          "  cluster      show the Raft cluster as the node sees it\n"
           "\n"
           "Options (before COMMAND; they override the [cli] section of --config):\n"
           "  -c, --config FILE      configuration file with a [cli] section\n"
@@ -52,7 +53,7 @@ static const struct {
 } commands[] = {
     {"keygen", cli_keygen}, {"csr", cli_csr},       {"cert", cli_cert},     {"keys", cli_keys},
     {"sign", cli_sign},     {"verify", cli_verify}, {"health", cli_health},
-    {"archive", cli_archive}, {"timestamp", cli_timestamp},
+    {"archive", cli_archive}, {"timestamp", cli_timestamp}, {"cluster", cli_cluster},
 };
 
 static int set_opt(char *dst, size_t size, const char *v) {

@@ -1,5 +1,6 @@
 /* kyso — configuration file loading (libinih). */
 #include <ctype.h>
+#include <stddef.h>
 #include <ini.h>
 #include <libgen.h>
 #include <stdio.h>
@@ -145,6 +146,73 @@ static kyso_caller *caller_for(load_ctx *c, const char *name) {
   return k;
 }
 
+static int set_bool(load_ctx *c, int *dst, const char *value) {
+  if (strcmp(value, "true") == 0 || strcmp(value, "yes") == 0 || strcmp(value, "1") == 0)
+    *dst = 1;
+  else if (strcmp(value, "false") == 0 || strcmp(value, "no") == 0 || strcmp(value, "0") == 0)
+    *dst = 0;
+  else {
+    c->st = kyso_fail(c->err, KYSO_INVALID_ARGUMENT, "'%s' is not true or false", value);
+    return 0;
+  }
+  return 1;
+}
+
+/* member = ID RAFT_ADDRESS RPC_ADDRESS, one line per node. */
+static int add_member(load_ctx *c, const char *value) {
+  kyso_config *cfg = c->cfg;
+  kyso_cluster_member m;
+  char extra[2];
+  memset(&m, 0, sizeof(m));
+  if (cfg->member_count == KYSO_MAX_CLUSTER_MEMBERS) {
+    c->st = kyso_fail(c->err, KYSO_INVALID_ARGUMENT, "a cluster has at most %d members",
+                      KYSO_MAX_CLUSTER_MEMBERS);
+    return 0;
+  }
+  if (sscanf(value, "%u %127s %127s %1s", &m.id, m.raft, m.rpc, extra) != 3 || m.id == 0 ||
+      m.id > 65535 || strchr(m.raft, ':') == NULL || strchr(m.rpc, ':') == NULL) {
+    c->st = kyso_fail(c->err, KYSO_INVALID_ARGUMENT,
+                      "member is '%s'; write: member = ID RAFT_HOST:PORT RPC_HOST:PORT (ID "
+                      "1..65535, the node's [server] node_id)",
+                      value);
+    return 0;
+  }
+  for (size_t i = 0; i < cfg->member_count; i++)
+    if (cfg->members[i].id == m.id) {
+      c->st = kyso_fail(c->err, KYSO_INVALID_ARGUMENT, "member %u is listed twice", m.id);
+      return 0;
+    }
+  cfg->members[cfg->member_count++] = m;
+  return 1;
+}
+
+static int cluster_entry(load_ctx *c, const char *name, const char *value) {
+  kyso_config *cfg = c->cfg;
+  unsigned long v = 0;
+  if (strcmp(name, "member") == 0) return add_member(c, value);
+  if (strcmp(name, "raft_dir") == 0) return set_path(c, cfg->raft_dir, sizeof(cfg->raft_dir), value);
+  if (strcmp(name, "join") == 0) return set_bool(c, &cfg->cluster_join, value);
+  if (strcmp(name, "stale_reads") == 0) return set_bool(c, &cfg->stale_reads, value);
+  static const struct {
+    const char *name;
+    size_t offset;
+    unsigned long lo, hi;
+  } numbers[] = {
+      {"election_ms", offsetof(kyso_config, election_ms), 100, 60000},
+      {"heartbeat_ms", offsetof(kyso_config, heartbeat_ms), 10, 10000},
+      {"snapshot_threshold", offsetof(kyso_config, snapshot_threshold), 16, 1000000},
+      {"snapshot_trailing", offsetof(kyso_config, snapshot_trailing), 8, 1000000},
+  };
+  for (size_t i = 0; i < sizeof(numbers) / sizeof(numbers[0]); i++) {
+    if (strcmp(name, numbers[i].name) != 0) continue;
+    if (!set_uint(c, &v, value, numbers[i].lo, numbers[i].hi)) return 0;
+    *(unsigned *)((char *)cfg + numbers[i].offset) = (unsigned)v;
+    return 1;
+  }
+  c->st = kyso_fail(c->err, KYSO_INVALID_ARGUMENT, "unknown setting '%s' in [cluster]", name);
+  return 0;
+}
+
 static int on_entry(void *user, const char *section, const char *name, const char *value) {
   load_ctx *c = user;
   kyso_config *cfg = c->cfg;
@@ -256,6 +324,7 @@ static int on_entry(void *user, const char *section, const char *name, const cha
   if (IS("cli", "server_name"))
     return set_str(c, cfg->cli_server_name, sizeof(cfg->cli_server_name), value);
 #undef IS
+  if (strcmp(section, "cluster") == 0) return cluster_entry(c, name, value);
   if (strncmp(section, "caller.", 7) == 0) {
     kyso_caller *k = caller_for(c, section + 7);
     if (k == NULL) return 0;
@@ -282,6 +351,20 @@ kyso_status kyso_config_load(const char *path, kyso_config *cfg, kyso_err *err) 
   if (c.st != KYSO_OK) return kyso_err_wrap(err, "%s:%d", path, rc);
   if (rc > 0)
     return kyso_fail(err, KYSO_INVALID_ARGUMENT, "%s:%d: syntax error", path, rc);
+  if (cfg->member_count > 0) {
+    size_t self = 0;
+    for (size_t i = 0; i < cfg->member_count; i++) self += cfg->members[i].id == cfg->node_id;
+    if (self == 0)
+      return kyso_fail(err, KYSO_INVALID_ARGUMENT,
+                       "%s: [cluster] lists no member with this node's id %u ([server] node_id)",
+                       path, cfg->node_id);
+    unsigned hb = cfg->heartbeat_ms ? cfg->heartbeat_ms : 100;
+    unsigned el = cfg->election_ms ? cfg->election_ms : 1000;
+    if (hb * 2 > el)
+      return kyso_fail(err, KYSO_INVALID_ARGUMENT,
+                       "%s: [cluster] heartbeat_ms %u must be at most half of election_ms %u",
+                       path, hb, el);
+  }
   for (size_t i = 0; i < cfg->caller_count; i++) {
     static const uint8_t zero[32];
     if (memcmp(cfg->callers[i].cert_sha256, zero, 32) == 0 || cfg->callers[i].roles == 0)

@@ -25,6 +25,7 @@ static const struct {
     {"archive.scrub", KYSO_ROLE_ARCHIVIST | KYSO_ROLE_OPERATOR},
     {"archive.backup", KYSO_ROLE_OPERATOR},
     {"timestamp", KYSO_ROLE_SERVICE | KYSO_ROLE_ARCHIVIST},
+    {"cluster.status", KYSO_ROLE_OPERATOR | KYSO_ROLE_SERVICE | KYSO_ROLE_ARCHIVIST},
 };
 
 static void roles_text(unsigned roles, char *out, size_t size) {

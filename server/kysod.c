@@ -30,6 +30,7 @@ static const rpc_method methods[] = {
     {"/kyso.v1.Archive/Scrub", "archive.scrub", kysod__archive_scrub, RPC_SERVER_STREAMING},
     {"/kyso.v1.Archive/Backup", "archive.backup", kysod__archive_backup, RPC_UNARY},
     {"/kyso.v1.TimeStamp/Stamp", "timestamp", kysod__timestamp_stamp, RPC_UNARY},
+    {"/kyso.v1.Cluster/Status", "cluster.status", kysod__cluster_status, RPC_UNARY},
     {"/grpc.health.v1.Health/Check", "health", kysod__health_check, RPC_UNARY},
 };
 
@@ -85,6 +86,34 @@ static kyso_status open_archive(kysod *d, kyso_err *err) {
                      .group_commit_max = d->cfg.group_commit_max};
   kyso_status st = archive_open(&ao, &d->archive, err);
   if (st != KYSO_OK) kyso_err_wrap(err, "opening the archive in '%s'", dir);
+  return st;
+}
+
+/* A cluster when [cluster] lists members: the archive's commands then go
+ * through the Raft log in data_dir/raft (or raft_dir). */
+static kyso_status open_cluster(kysod *d, kyso_err *err) {
+  const kyso_config *cfg = &d->cfg;
+  cluster_member m[KYSO_MAX_CLUSTER_MEMBERS];
+  char dir[KYSO_PATH_MAX + 16];
+  if (cfg->member_count == 0) return KYSO_OK;
+  for (size_t i = 0; i < cfg->member_count; i++)
+    m[i] = (cluster_member){cfg->members[i].id, cfg->members[i].raft, cfg->members[i].rpc};
+  if (cfg->raft_dir[0])
+    snprintf(dir, sizeof(dir), "%s", cfg->raft_dir);
+  else
+    snprintf(dir, sizeof(dir), "%s/raft", cfg->data_dir);
+  cluster_opts co = {.id = cfg->node_id,
+                     .dir = dir,
+                     .archive = d->archive,
+                     .members = m,
+                     .member_count = cfg->member_count,
+                     .join = cfg->cluster_join,
+                     .election_ms = cfg->election_ms,
+                     .heartbeat_ms = cfg->heartbeat_ms,
+                     .snapshot_threshold = cfg->snapshot_threshold,
+                     .snapshot_trailing = cfg->snapshot_trailing};
+  kyso_status st = cluster_open(&co, &d->cluster, err);
+  if (st != KYSO_OK) kyso_err_wrap(err, "joining the cluster");
   return st;
 }
 
@@ -154,6 +183,8 @@ int main(int argc, char **argv) {
     goto out;
   }
 
+  if (open_cluster(&d, &err) != KYSO_OK) goto fail;
+
   rpc_server_opts so = {.listen_addr = d.cfg.listen,
                         .tls_cert_file = d.cfg.tls_cert,
                         .tls_key_file = d.cfg.tls_key,
@@ -204,6 +235,7 @@ fail:
 out:
   rpc_server_shutdown(srv, 0);
   kysod__tsa_close(&d);
+  cluster_close(d.cluster);
   archive_close(d.archive);
   signer_close(d.signer);
   hsm_close(d.hsm);

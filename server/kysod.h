@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 
 #include "kyso/archive.h"
+#include "kyso/cluster.h"
 #include "kyso/config.h"
 #include "kyso/hsm.h"
 #include "kyso/http.h"
@@ -23,6 +24,7 @@ typedef struct kysod {
   hsm *hsm;
   signer *signer;
   archive *archive;
+  cluster *cluster;         /* NULL on a single node ([cluster] has no members) */
   X509_STORE *client_store; /* trust anchors for client certificates */
   rpc_peer_cache *verified; /* client certificates that verified against it, by
                                SHA-256 ([tls] peer_cache_seconds; NULL: off) */
@@ -84,6 +86,7 @@ void kysod__archive_stat(rpc_call *call, void *app);
 void kysod__archive_list(rpc_call *call, void *app);
 void kysod__archive_scrub(rpc_call *call, void *app);
 void kysod__archive_backup(rpc_call *call, void *app);
+void kysod__cluster_status(rpc_call *call, void *app);
 
 /* The key must exist in the token and have a certificate: NOT_FOUND or
  * FAILED_PRECONDITION telling the caller which step is missing. */
@@ -117,6 +120,17 @@ kyso_status kysod__signature_timestamp(kysod *d, const uint8_t sha256[32], int64
                                        uint8_t **token, size_t *token_len, signer_ts_info *info,
                                        kyso_err *err) KYSO_MUST_CHECK;
 void kysod__timestamp_stamp(rpc_call *call, void *app);
+
+/* State changes and reads (record.c). kysod__record sends a command to the
+ * archive (single node) or through the Raft log (cluster), with its inline
+ * document; kysod__require_writer refuses early, before any HSM work, on a
+ * node that is not the leader (UNAVAILABLE naming the leader);
+ * kysod__read_barrier makes a read linearizable in a cluster. */
+kyso_status kysod__record(kysod *d, rpc_call *call, const uint8_t *cmd, size_t len,
+                          const uint8_t *blob, size_t blob_len, uint8_t **result,
+                          size_t *result_len, kyso_err *err) KYSO_MUST_CHECK;
+kyso_status kysod__require_writer(kysod *d, kyso_err *err) KYSO_MUST_CHECK;
+kyso_status kysod__read_barrier(kysod *d, rpc_call *call, kyso_err *err) KYSO_MUST_CHECK;
 
 /* Packs a protobuf-c message and finishes the call with OK. */
 void kysod__reply(rpc_call *call, const ProtobufCMessage *msg);

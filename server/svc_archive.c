@@ -27,6 +27,7 @@ void kysod__archive_stat(rpc_call *call, void *app) {
     goto out;
   }
   if ((st = kyso_unhex(req->id, id, 32, "id", &err)) != KYSO_OK) goto out;
+  if ((st = kysod__read_barrier(d, call, &err)) != KYSO_OK) goto out;
   if ((st = kysod__doc_view(d, id, req->include_signatures, &view, &err)) != KYSO_OK) goto out;
   kysod__reply(call, &kysod__doc_view_info(view)->base);
 out:
@@ -87,6 +88,7 @@ void kysod__archive_list(rpc_call *call, void *app) {
     goto out;
   }
   if ((st = check_list(req, &q, &err)) != KYSO_OK) goto out;
+  if ((st = kysod__read_barrier(d, call, &err)) != KYSO_OK) goto out;
   if ((st = archive_list(d->archive, &q, &ids, &count, next, &err)) != KYSO_OK) goto out;
   views = calloc(count ? count : 1, sizeof(*views));
   infos = calloc(count ? count : 1, sizeof(*infos));

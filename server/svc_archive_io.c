@@ -111,7 +111,7 @@ static kyso_status record_document(kysod *d, rpc_call *call, const Kyso__V1__Put
   size_t result_len = 0;
   if (packed == NULL) return kyso_fail(err, KYSO_RESOURCE_EXHAUSTED, "out of memory");
   kyso__store__v1__command__pack(&cmd, packed);
-  kyso_status st = archive_submit(d->archive, packed, len, NULL, 0, &result, &result_len, err);
+  kyso_status st = kysod__record(d, call, packed, len, NULL, 0, &result, &result_len, err);
   free(packed);
   free(result);
   return st;
@@ -125,7 +125,8 @@ void kysod__archive_put(rpc_call *call, void *app) {
   uint8_t sha256[32];
   uint64_t size = 0;
   char hex[65];
-  kyso_status st = receive(d, call, &first, sha256, &size, &err);
+  kyso_status st = kysod__require_writer(d, &err);
+  if (st == KYSO_OK) st = receive(d, call, &first, sha256, &size, &err);
   if (st == KYSO_OK) st = record_document(d, call, first->header, sha256, size, &err);
   if (st == KYSO_OK) st = kysod__doc_view(d, sha256, 0, &view, &err);
   if (st != KYSO_OK) {
@@ -169,6 +170,7 @@ void kysod__archive_get(rpc_call *call, void *app) {
   size_t chunk = req->chunk_size == 0 || req->chunk_size > KYSO_CHUNK_SIZE ? KYSO_CHUNK_SIZE
                                                                           : req->chunk_size;
   if ((st = kyso_unhex(req->id, id, 32, "id", &err)) != KYSO_OK) goto out;
+  if ((st = kysod__read_barrier(d, call, &err)) != KYSO_OK) goto out;
   if ((st = kysod__doc_view(d, id, 0, &view, &err)) != KYSO_OK) goto out;
   if ((st = archive_reader_open(d->archive, id, &r, &err)) != KYSO_OK) goto out;
   Kyso__V1__GetResponse head = KYSO__V1__GET_RESPONSE__INIT;

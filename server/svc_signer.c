@@ -205,7 +205,7 @@ static kyso_status record(kysod *d, rpc_call *call, sign_job *j, kyso_err *err) 
   }
   kyso__store__v1__command__pack(&cmd, packed);
   /* The inline document travels in the same synced batch as its records. */
-  st = archive_submit(d->archive, packed, packed_len,
+  st = kysod__record(d, call, packed, packed_len,
                       req->archive_id[0] ? NULL : req->document.data,
                       req->archive_id[0] ? 0 : req->document.len, &j->result, &j->result_len,
                       err);
@@ -336,6 +336,8 @@ void kysod__signer_sign(rpc_call *call, void *app) {
   if ((st = kysod__check_sign_request(j.req, KYSO_MAX_INLINE_DOCUMENT, &err)) != KYSO_OK) goto out;
   if ((st = kysod__key_label(j.req->key, j.label, sizeof(j.label), &err)) != KYSO_OK) goto out;
   if ((st = kysod__require_key(d, j.label, &j.cert, &err)) != KYSO_OK) goto out;
+  /* A follower refuses before the HSM signs or the TSA spends a serial. */
+  if (!j.req->skip_archive && (st = kysod__require_writer(d, &err)) != KYSO_OK) goto out;
   if ((st = find_replay(d, call, j.req, &answered, &err)) != KYSO_OK || answered) goto out;
   if ((st = load_document(d, &j, &err)) != KYSO_OK) goto out;
   X509 *again = NULL; /* the same certificate, fetched with its chain */

@@ -102,6 +102,43 @@ kyso_status archive_submit(archive *a, const uint8_t *command, size_t command_le
                            const uint8_t *blob, size_t blob_len, uint8_t **result,
                            size_t *result_len, kyso_err *err) KYSO_MUST_CHECK;
 
+/* Records: replicated commands (cluster/). One Raft log entry is a
+ * serialised kyso.store.v1.Entry: commands applied in order, in one
+ * WriteBatch that also records the entry's index. Use either these or
+ * archive_submit on one store, never both. */
+/* On the node that accepts a request, before it proposes the command: the
+ * checks of archive_submit, and an inline document (blob non-NULL) is
+ * stored now, synced, so the entry carries only the command. */
+kyso_status archive_prepare(archive *a, const uint8_t *command, size_t command_len,
+                            const uint8_t *blob, size_t blob_len, kyso_err *err) KYSO_MUST_CHECK;
+/* Packs n serialised commands into an entry (*out malloc()ed). */
+kyso_status archive_pack_entry(const uint8_t *const *commands, const size_t *lens, size_t n,
+                               uint8_t **out, size_t *out_len, kyso_err *err) KYSO_MUST_CHECK;
+/* What one command of an entry came to: OK with its CommandResult, or the
+ * refusal every node makes alike (INVALID_ARGUMENT, FAILED_PRECONDITION). */
+typedef struct archive_outcome {
+  kyso_status st;
+  kyso_err err;
+  uint8_t *result; /* serialised kyso.store.v1.CommandResult when st is OK */
+  size_t result_len;
+} archive_outcome;
+/* Applies committed entry `index` (written through the WAL, not synced: the
+ * Raft log is the durable copy). An index at or below the one applied last
+ * is skipped (*count 0): the log replays entries after a restart. *out gets
+ * one outcome per command (free with archive_outcomes_free). Any status but
+ * OK means this node could not take an entry its peers took (its disk, a
+ * damaged record, a command version newer than this kysod): the node must
+ * stop, and nothing of the entry was written. */
+kyso_status archive_apply_entry(archive *a, uint64_t index, const uint8_t *entry, size_t len,
+                                archive_outcome **out, size_t *count,
+                                kyso_err *err) KYSO_MUST_CHECK;
+void archive_outcomes_free(archive_outcome *o, size_t n);
+/* The index of the last entry applied (0: none). */
+kyso_status archive_applied_index(archive *a, uint64_t *index, kyso_err *err) KYSO_MUST_CHECK;
+/* Makes everything applied durable (WAL fsync): before Raft forgets the
+ * log entries a snapshot covers. */
+kyso_status archive_sync(archive *a, kyso_err *err) KYSO_MUST_CHECK;
+
 /* Records: reads. Values are serialised kyso.store.v1 messages; caller
  * frees *value. NOT_FOUND naming the key; DATA_LOSS if the record no longer
  * matches its key (a signature's CMS, a certificate's DER re-hashed). */

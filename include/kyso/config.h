@@ -35,6 +35,14 @@ typedef struct kyso_caller {
   unsigned roles;
 } kyso_caller;
 
+/* One node of the Raft group: [cluster] member = ID RAFT_ADDRESS RPC_ADDRESS. */
+#define KYSO_MAX_CLUSTER_MEMBERS 9
+typedef struct kyso_cluster_member {
+  unsigned id;
+  char raft[128];
+  char rpc[128];
+} kyso_cluster_member;
+
 typedef struct kyso_config {
   /* [server] */
   char listen[256];
@@ -73,6 +81,14 @@ typedef struct kyso_config {
   char tsa_http_key[KYSO_PATH_MAX];
   size_t tsa_http_max_request;
   unsigned tsa_http_threads;
+  /* [cluster] — replication; off (a single node) without member lines */
+  kyso_cluster_member members[KYSO_MAX_CLUSTER_MEMBERS];
+  size_t member_count;
+  char raft_dir[KYSO_PATH_MAX]; /* "" = data_dir/raft */
+  int cluster_join;             /* a new node: wait to be added, never bootstrap */
+  unsigned election_ms, heartbeat_ms;
+  unsigned snapshot_threshold, snapshot_trailing;
+  int stale_reads;              /* answer reads from this node without a barrier */
   /* [caller.NAME] ... */
   kyso_caller *callers;
   size_t caller_count;

@@ -1,0 +1,111 @@
+/* kyso cluster — the Raft group as the node called sees it. */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "kyso/v1/cluster.pb-c.h"
+
+static const char cluster_usage[] =
+    "Usage: kyso cluster status [--json]\n"
+    "\n"
+    "Shows the cluster as the node called sees it: its own state (leader,\n"
+    "follower, candidate), the term, the leader and where clients reach it,\n"
+    "the log's last, committed and applied indexes, snapshots, and every\n"
+    "member with its Raft address and whether it votes.\n"
+    "\n"
+    "  --json   one JSON object, for scripts\n"
+    "\n"
+    "Exit status: 0 when the node knows a leader, 1 when it does not (an\n"
+    "election under way, or no majority reachable), 2 on bad usage.\n";
+
+static int print_json(const Kyso__V1__ClusterStatus *s) {
+  cJSON *o = cJSON_CreateObject(), *ms = cJSON_CreateArray();
+  cJSON_AddBoolToObject(o, "replicated", s->replicated);
+  cJSON_AddNumberToObject(o, "id", (double)s->id);
+  cJSON_AddStringToObject(o, "state", s->state);
+  cJSON_AddNumberToObject(o, "term", (double)s->term);
+  cJSON_AddNumberToObject(o, "leader_id", (double)s->leader_id);
+  cJSON_AddStringToObject(o, "leader_rpc_address", s->leader_rpc_address);
+  cJSON_AddNumberToObject(o, "last_index", (double)s->last_index);
+  cJSON_AddNumberToObject(o, "commit_index", (double)s->commit_index);
+  cJSON_AddNumberToObject(o, "applied_index", (double)s->applied_index);
+  cJSON_AddNumberToObject(o, "snapshots_taken", (double)s->snapshots_taken);
+  cJSON_AddNumberToObject(o, "snapshots_installed", (double)s->snapshots_installed);
+  for (size_t i = 0; i < s->n_members; i++) {
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddNumberToObject(m, "id", (double)s->members[i]->id);
+    cJSON_AddStringToObject(m, "raft_address", s->members[i]->raft_address);
+    cJSON_AddStringToObject(m, "rpc_address", s->members[i]->rpc_address);
+    cJSON_AddBoolToObject(m, "voter", s->members[i]->voter);
+    cJSON_AddItemToArray(ms, m);
+  }
+  cJSON_AddItemToObject(o, "members", ms);
+  char *text = cJSON_PrintUnformatted(o);
+  cJSON_Delete(o);
+  if (text == NULL) return cli_fail("out of memory printing the cluster status");
+  puts(text);
+  cJSON_free(text);
+  return 0;
+}
+
+static void print_text(const Kyso__V1__ClusterStatus *s) {
+  if (!s->replicated) {
+    printf("node %llu: a single node (no [cluster] members configured); it takes every write\n",
+           (unsigned long long)s->id);
+    return;
+  }
+  printf("node %llu: %s, term %llu\n", (unsigned long long)s->id, s->state,
+         (unsigned long long)s->term);
+  if (s->leader_id != 0)
+    printf("leader: node %llu%s%s\n", (unsigned long long)s->leader_id,
+           s->leader_rpc_address[0] ? " at " : "", s->leader_rpc_address);
+  else
+    printf("leader: none known (an election is under way, or no majority is reachable)\n");
+  printf("log: last %llu, committed %llu, applied %llu; snapshots taken %llu, installed %llu\n",
+         (unsigned long long)s->last_index, (unsigned long long)s->commit_index,
+         (unsigned long long)s->applied_index, (unsigned long long)s->snapshots_taken,
+         (unsigned long long)s->snapshots_installed);
+  printf("%-6s %-8s %-24s %s\n", "ID", "ROLE", "RAFT", "RPC");
+  for (size_t i = 0; i < s->n_members; i++) {
+    const Kyso__V1__ClusterMember *m = s->members[i];
+    printf("%-6llu %-8s %-24s %s%s\n", (unsigned long long)m->id, m->voter ? "voter" : "standby",
+           m->raft_address, m->rpc_address[0] ? m->rpc_address : "?",
+           m->id == s->leader_id ? "  (leader)" : "");
+  }
+}
+
+int cli_cluster(cli *c, int argc, char **argv) {
+  int json = 0;
+  if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+    fputs(cluster_usage, stdout);
+    return 0;
+  }
+  if (argc < 2 || strcmp(argv[1], "status") != 0) {
+    fputs(cluster_usage, stderr);
+    return 2;
+  }
+  for (int i = 2; i < argc; i++) {
+    if (strcmp(argv[i], "--json") == 0) {
+      json = 1;
+    } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+      fputs(cluster_usage, stdout);
+      return 0;
+    } else {
+      fprintf(stderr, "kyso cluster status: unknown argument '%s'\n\n%s", argv[i], cluster_usage);
+      return 2;
+    }
+  }
+  Kyso__V1__ClusterStatusRequest req = KYSO__V1__CLUSTER_STATUS_REQUEST__INIT;
+  Kyso__V1__ClusterStatus *s = NULL;
+  int rc = cli_call(c, "/kyso.v1.Cluster/Status", &req.base, &kyso__v1__cluster_status__descriptor,
+                    (ProtobufCMessage **)&s);
+  if (rc) return rc;
+  if (json)
+    rc = print_json(s);
+  else
+    print_text(s);
+  if (rc == 0) rc = s->leader_id != 0 ? 0 : 1;
+  kyso__v1__cluster_status__free_unpacked(s, NULL);
+  return rc;
+}

@@ -1,0 +1,99 @@
+/* cluster/ internals: the loop thread's state. Fields marked "loop" are
+ * touched only on the loop thread; "mu" ones only under mu. */
+#ifndef KYSO_CLUSTER_INTERNAL_H
+#define KYSO_CLUSTER_INTERNAL_H
+
+#include <pthread.h>
+#include <raft.h>
+#include <raft/uv.h>
+#include <uv.h>
+
+#include "kyso/cluster.h"
+
+/* One queued submission: a command to propose, or a barrier. */
+typedef struct cluster__item {
+  int barrier;
+  uint8_t *cmd;
+  size_t len;
+  cluster_done_fn done;
+  void *ctx;
+  struct cluster__item *next;
+} cluster__item;
+
+/* One proposed entry (a raft_apply request) and the submissions it carries. */
+typedef struct cluster__batch {
+  struct raft_apply req; /* req.data = the batch; req.index set by raft_apply */
+  cluster *c;
+  cluster__item *items;
+  size_t n;
+  archive_outcome *outcomes; /* filled by apply on this node */
+  size_t n_outcomes;
+  struct cluster__batch *prev, *next;
+} cluster__batch;
+
+typedef struct cluster__barrier {
+  struct raft_barrier req;
+  cluster__item *item;
+} cluster__barrier;
+
+struct cluster {
+  uint64_t id;
+  archive *archive;
+  char *dir;
+  unsigned max_batch, max_queued;
+  size_t member_count;
+  struct {
+    uint64_t id;
+    char raft[CLUSTER_MAX_ADDRESS + 1];
+    char rpc[CLUSTER_MAX_ADDRESS + 1];
+  } members[CLUSTER_MAX_MEMBERS];
+
+  /* loop */
+  uv_loop_t loop;
+  uv_async_t wake;
+  uv_timer_t tick;
+  struct raft_uv_transport transport;
+  struct raft_io io;
+  struct raft_fsm fsm;
+  struct raft raft;
+  cluster__batch *pending; /* proposed, not yet answered, in index order */
+  int closing;
+  uint64_t snapshots_taken, snapshots_installed;
+
+  pthread_t thread;
+  int thread_started;
+
+  pthread_mutex_t mu;
+  cluster__item *head, *tail; /* mu */
+  unsigned queued;            /* mu */
+  int stopping;               /* mu */
+  cluster_info info;          /* mu: refreshed by the loop */
+};
+
+/* Log entry framing. libraft 0.15 encodes a batch of entries assuming each
+ * payload is a multiple of 8 bytes (a shorter one is read past its end on
+ * the receiving side), so a payload is: "kyE1", the length of the
+ * kyso.store.v1.Entry (u32 big-endian), the Entry, zero padding. */
+#define CLUSTER__FRAME_MAGIC "kyE1"
+#define CLUSTER__FRAME_HEADER 8
+/* A raft_malloc()ed frame of entry (len bytes) into *out. 0, or RAFT_NOMEM. */
+int cluster__frame(const uint8_t *entry, size_t len, struct raft_buffer *out);
+/* The Entry inside a frame; 0 if the frame is not one. */
+int cluster__unframe(const struct raft_buffer *buf, const uint8_t **entry, size_t *len);
+
+/* fsm.c: the state machine libraft drives (apply, snapshot, restore). */
+void cluster__fsm_init(cluster *c);
+
+/* queue.c: draining submissions on the loop thread. */
+void cluster__on_wake(uv_async_t *h);
+/* Answers one submission and frees it. */
+void cluster__finish(cluster__item *it, kyso_status st, const char *msg, const uint8_t *result,
+                     size_t len);
+/* Why this node cannot take a write or a barrier now (into buf). */
+void cluster__not_leader(cluster *c, char *buf, size_t size);
+
+/* cluster.c */
+/* Copies what the loop knows into c->info (under mu). */
+void cluster__refresh_info(cluster *c);
+
+#endif
