@@ -197,6 +197,8 @@ kyso_status cluster_open(const cluster_opts *o, cluster **out, kyso_err *err) {
   c->archive = o->archive;
   c->max_batch = o->max_batch ? o->max_batch : DEFAULT_MAX_BATCH;
   c->max_queued = o->max_queued ? o->max_queued : DEFAULT_MAX_QUEUED;
+  c->applied = o->applied;
+  c->applied_ctx = o->applied_ctx;
   c->member_count = o->member_count;
   for (size_t i = 0; i < o->member_count; i++) {
     c->members[i].id = o->members[i].id;

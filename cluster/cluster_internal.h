@@ -41,6 +41,8 @@ struct cluster {
   archive *archive;
   char *dir;
   unsigned max_batch, max_queued;
+  void (*applied)(void *ctx, const archive_outcome *outcomes, size_t n);
+  void *applied_ctx;
   size_t member_count;
   struct {
     uint64_t id;

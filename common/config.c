@@ -86,6 +86,7 @@ kyso_status kyso_roles_parse(const char *s, unsigned *out, kyso_err *err) {
       {"service", KYSO_ROLE_SERVICE},
       {"operator", KYSO_ROLE_OPERATOR},
       {"archivist", KYSO_ROLE_ARCHIVIST},
+      {"peer", KYSO_ROLE_PEER},
   };
   char buf[256];
   unsigned mask = 0;
@@ -100,7 +101,7 @@ kyso_status kyso_roles_parse(const char *s, unsigned *out, kyso_err *err) {
     }
     if (i == sizeof(roles) / sizeof(roles[0]))
       return kyso_fail(err, KYSO_INVALID_ARGUMENT,
-                       "unknown role '%s' (roles: service, operator, archivist)", tok);
+                       "unknown role '%s' (roles: service, operator, archivist, peer)", tok);
     mask |= roles[i].bit;
   }
   if (mask == 0) return kyso_fail(err, KYSO_INVALID_ARGUMENT, "empty role list");
@@ -193,6 +194,7 @@ static int cluster_entry(load_ctx *c, const char *name, const char *value) {
   if (strcmp(name, "raft_dir") == 0) return set_path(c, cfg->raft_dir, sizeof(cfg->raft_dir), value);
   if (strcmp(name, "join") == 0) return set_bool(c, &cfg->cluster_join, value);
   if (strcmp(name, "stale_reads") == 0) return set_bool(c, &cfg->stale_reads, value);
+  if (strcmp(name, "peer_ca") == 0) return set_path(c, cfg->peer_ca, sizeof(cfg->peer_ca), value);
   static const struct {
     const char *name;
     size_t offset;

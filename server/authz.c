@@ -26,6 +26,7 @@ static const struct {
     {"archive.backup", KYSO_ROLE_OPERATOR},
     {"timestamp", KYSO_ROLE_SERVICE | KYSO_ROLE_ARCHIVIST},
     {"cluster.status", KYSO_ROLE_OPERATOR | KYSO_ROLE_SERVICE | KYSO_ROLE_ARCHIVIST},
+    {"peer.blob", KYSO_ROLE_PEER},
 };
 
 static void roles_text(unsigned roles, char *out, size_t size) {
@@ -33,6 +34,7 @@ static void roles_text(unsigned roles, char *out, size_t size) {
   if (roles & KYSO_ROLE_SERVICE) strncat(out, "service ", size - strlen(out) - 1);
   if (roles & KYSO_ROLE_OPERATOR) strncat(out, "operator ", size - strlen(out) - 1);
   if (roles & KYSO_ROLE_ARCHIVIST) strncat(out, "archivist ", size - strlen(out) - 1);
+  if (roles & KYSO_ROLE_PEER) strncat(out, "peer ", size - strlen(out) - 1);
   size_t n = strlen(out);
   if (n > 0) out[n - 1] = '\0';
 }

@@ -31,6 +31,9 @@ static const rpc_method methods[] = {
     {"/kyso.v1.Archive/Backup", "archive.backup", kysod__archive_backup, RPC_UNARY},
     {"/kyso.v1.TimeStamp/Stamp", "timestamp", kysod__timestamp_stamp, RPC_UNARY},
     {"/kyso.v1.Cluster/Status", "cluster.status", kysod__cluster_status, RPC_UNARY},
+    {"/kyso.v1.Peer/HasBlob", "peer.blob", kysod__peer_has_blob, RPC_UNARY},
+    {"/kyso.v1.Peer/PutBlob", "peer.blob", kysod__peer_put_blob, RPC_CLIENT_STREAMING},
+    {"/kyso.v1.Peer/GetBlob", "peer.blob", kysod__peer_get_blob, RPC_SERVER_STREAMING},
     {"/grpc.health.v1.Health/Check", "health", kysod__health_check, RPC_UNARY},
 };
 
@@ -111,8 +114,12 @@ static kyso_status open_cluster(kysod *d, kyso_err *err) {
                      .election_ms = cfg->election_ms,
                      .heartbeat_ms = cfg->heartbeat_ms,
                      .snapshot_threshold = cfg->snapshot_threshold,
-                     .snapshot_trailing = cfg->snapshot_trailing};
-  kyso_status st = cluster_open(&co, &d->cluster, err);
+                     .snapshot_trailing = cfg->snapshot_trailing,
+                     .applied = kysod__on_applied,
+                     .applied_ctx = d};
+  kyso_status st = kysod__peers_open(d, err);
+  if (st != KYSO_OK) return st;
+  st = cluster_open(&co, &d->cluster, err);
   if (st != KYSO_OK) kyso_err_wrap(err, "joining the cluster");
   return st;
 }
@@ -236,6 +243,7 @@ out:
   rpc_server_shutdown(srv, 0);
   kysod__tsa_close(&d);
   cluster_close(d.cluster);
+  kysod__peers_close(&d);
   archive_close(d.archive);
   signer_close(d.signer);
   hsm_close(d.hsm);

@@ -25,6 +25,7 @@ typedef struct kysod {
   signer *signer;
   archive *archive;
   cluster *cluster;         /* NULL on a single node ([cluster] has no members) */
+  struct kysod_peers *peers;/* the other nodes (peers.c); NULL on a single node */
   X509_STORE *client_store; /* trust anchors for client certificates */
   rpc_peer_cache *verified; /* client certificates that verified against it, by
                                SHA-256 ([tls] peer_cache_seconds; NULL: off) */
@@ -131,6 +132,21 @@ kyso_status kysod__record(kysod *d, rpc_call *call, const uint8_t *cmd, size_t l
                           size_t *result_len, kyso_err *err) KYSO_MUST_CHECK;
 kyso_status kysod__require_writer(kysod *d, kyso_err *err) KYSO_MUST_CHECK;
 kyso_status kysod__read_barrier(kysod *d, rpc_call *call, kyso_err *err) KYSO_MUST_CHECK;
+/* cluster_opts.applied: queues the documents of an applied entry for the fetcher. */
+void kysod__on_applied(void *ctx, const archive_outcome *o, size_t n);
+
+/* The other nodes (peers.c): kysod__peers_replicate puts a stored
+ * document's bytes on as many peers as a majority needs (UNAVAILABLE when
+ * too few answer); kysod__peers_want queues a document whose bytes this
+ * node lacks for the fetcher thread (any thread; never blocks). */
+typedef struct kysod_peers kysod_peers;
+kyso_status kysod__peers_open(kysod *d, kyso_err *err) KYSO_MUST_CHECK;
+void kysod__peers_close(kysod *d);
+kyso_status kysod__peers_replicate(kysod *d, const uint8_t sha[32], kyso_err *err) KYSO_MUST_CHECK;
+void kysod__peers_want(kysod *d, const uint8_t sha[32]);
+void kysod__peer_has_blob(rpc_call *call, void *app);
+void kysod__peer_put_blob(rpc_call *call, void *app);
+void kysod__peer_get_blob(rpc_call *call, void *app);
 
 /* Packs a protobuf-c message and finishes the call with OK. */
 void kysod__reply(rpc_call *call, const ProtobufCMessage *msg);

@@ -3,8 +3,11 @@
  * here, its inline document stored here, then proposed). Reads in a
  * cluster wait for a Raft barrier unless [cluster] stale_reads is set. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "kysod.h"
+
+#include "kyso/store/v1/command.pb-c.h"
 
 kyso_status kysod__require_writer(kysod *d, kyso_err *err) {
   if (d->cluster == NULL) return KYSO_OK;
@@ -22,6 +25,24 @@ kyso_status kysod__require_writer(kysod *d, kyso_err *err) {
                    in.leader_rpc[0] ? in.leader_rpc : in.leader_raft);
 }
 
+/* The document a (prepared, so well-formed) command names. */
+static kyso_status document_of(const uint8_t *cmd, size_t len, uint8_t sha[32], kyso_err *err) {
+  Kyso__Store__V1__Command *c = kyso__store__v1__command__unpack(NULL, len, cmd);
+  const Kyso__Store__V1__RecordDocument *doc = NULL;
+  if (c != NULL && c->op_case == KYSO__STORE__V1__COMMAND__OP_RECORD_DOCUMENT)
+    doc = c->record_document;
+  else if (c != NULL && c->op_case == KYSO__STORE__V1__COMMAND__OP_RECORD_SIGNING &&
+           c->record_signing != NULL)
+    doc = c->record_signing->document;
+  kyso_status st = KYSO_OK;
+  if (doc == NULL || doc->sha256.len != 32)
+    st = kyso_fail(err, KYSO_INTERNAL, "a prepared command names no document");
+  else
+    memcpy(sha, doc->sha256.data, 32);
+  kyso__store__v1__command__free_unpacked(c, NULL);
+  return st;
+}
+
 kyso_status kysod__record(kysod *d, rpc_call *call, const uint8_t *cmd, size_t len,
                           const uint8_t *blob, size_t blob_len, uint8_t **result,
                           size_t *result_len, kyso_err *err) {
@@ -31,6 +52,10 @@ kyso_status kysod__record(kysod *d, rpc_call *call, const uint8_t *cmd, size_t l
     return archive_submit(d->archive, cmd, len, blob, blob_len, result, result_len, err);
   kyso_status st = archive_prepare(d->archive, cmd, len, blob, blob_len, err);
   if (st != KYSO_OK) return st;
+  /* The bytes are on a majority before the record is proposed. */
+  uint8_t sha[32];
+  if ((st = document_of(cmd, len, sha, err)) != KYSO_OK) return st;
+  if ((st = kysod__peers_replicate(d, sha, err)) != KYSO_OK) return st;
   return cluster_submit_wait(d->cluster, cmd, len, rpc_call_remaining_ms(call), result,
                              result_len, err);
 }
@@ -38,4 +63,19 @@ kyso_status kysod__record(kysod *d, rpc_call *call, const uint8_t *cmd, size_t l
 kyso_status kysod__read_barrier(kysod *d, rpc_call *call, kyso_err *err) {
   if (d->cluster == NULL || d->cfg.stale_reads) return KYSO_OK;
   return cluster_barrier_wait(d->cluster, rpc_call_remaining_ms(call), err);
+}
+
+/* The cluster's hook after each applied entry (loop thread): every
+ * document recorded there whose bytes may be missing here goes to the
+ * fetcher, which checks and fetches off this thread. */
+void kysod__on_applied(void *ctx, const archive_outcome *o, size_t n) {
+  kysod *d = ctx;
+  for (size_t i = 0; i < n; i++) {
+    if (o[i].st != KYSO_OK) continue;
+    Kyso__Store__V1__CommandResult *r =
+        kyso__store__v1__command_result__unpack(NULL, o[i].result_len, o[i].result);
+    if (r != NULL && r->document_sha256.len == 32 && !r->replayed)
+      kysod__peers_want(d, r->document_sha256.data);
+    kyso__store__v1__command_result__free_unpacked(r, NULL);
+  }
 }

@@ -45,6 +45,10 @@ typedef struct cluster_opts {
   unsigned snapshot_trailing;       /* entries kept behind a snapshot; default 2048 */
   unsigned max_batch;               /* commands per entry; default 256 */
   unsigned max_queued;              /* commands waiting for the loop; default 4096 */
+  /* Called on the loop thread after each entry this node applied, with its
+   * outcomes (NULL: none). Must be quick: queue work, never do it. */
+  void (*applied)(void *ctx, const archive_outcome *outcomes, size_t n);
+  void *applied_ctx;
 } cluster_opts;
 
 /* How one submission ended. Runs on the cluster's loop thread: do no slow

@@ -15,6 +15,7 @@ enum {
   KYSO_ROLE_SERVICE = 1u << 0,   /* the DMS front end: signs on behalf of officials */
   KYSO_ROLE_OPERATOR = 1u << 1,  /* provisions keys and certificates */
   KYSO_ROLE_ARCHIVIST = 1u << 2, /* reads and verifies */
+  KYSO_ROLE_PEER = 1u << 3,      /* another node of the cluster (kyso.v1.Peer only) */
 };
 
 /* Where CAdES-T signature time-stamps come from ([signer] timestamp). */
@@ -89,6 +90,7 @@ typedef struct kyso_config {
   unsigned election_ms, heartbeat_ms;
   unsigned snapshot_threshold, snapshot_trailing;
   int stale_reads;              /* answer reads from this node without a barrier */
+  char peer_ca[KYSO_PATH_MAX];  /* trust anchors of the peers' TLS certificates ("" = client_ca) */
   /* [caller.NAME] ... */
   kyso_caller *callers;
   size_t caller_count;

@@ -3,9 +3,12 @@
  * writes naming the leader's address, before any HSM work; every record
  * reaches every node (Stat on a node with stale reads, once its applied
  * index caught up); a signature made on the leader and read back from a
- * follower's archive verifies with openssl. kill -9 of the leader: the two
+ * follower's archive verifies with openssl; the bytes reach the follower
+ * too (copied to a majority before the commit, fetched by hash after it).
+ * kill -9 of the leader: the two
  * others elect a new one within seconds and take writes; the old leader
- * restarts as a follower and catches up, holding every acknowledged record.
+ * restarts as a follower and catches up, holding every acknowledged record;
+ * the new leader serves the bytes of every document the dead one took.
  *
  * Each node has its own throw-away PKI and token here (keys are not yet
  * shared between tokens), so each node is called with its own clients. */
@@ -60,14 +63,42 @@ static int setup(void **state) {
     strcat(members, line);
   }
   for (int i = 0; i < N; i++) {
-    char text[1600];
     E[i] = e2e_new();
     assert_non_null(E[i]);
+  }
+  /* The nodes trust each other's PKIs and know each other as peers (each
+   * calls the others with its own server certificate). */
+  char bundle[512];
+  snprintf(bundle, sizeof(bundle), "%s/peers-ca.pem", E[0]->dir);
+  for (int i = 0; i < N; i++)
+    assert_int_equal(e2e_sh(NULL, "cat '%s/root.pem' '%s/chain.pem' >> '%s'", E[i]->pki,
+                            E[i]->pki, bundle),
+                     0);
+  char callers[2048] = "";
+  for (int j = 0; j < N; j++) {
+    char fp_file[600], line[256];
+    snprintf(fp_file, sizeof(fp_file), "%s/fp.txt", E[j]->dir);
+    assert_int_equal(e2e_sh(NULL,
+                            "openssl x509 -in '%s/server.pem' -noout -fingerprint -sha256 | "
+                            "cut -d= -f2 | tr -d '\\n' > '%s'",
+                            E[j]->pki, fp_file),
+                     0);
+    size_t n = 0;
+    char *fp = (char *)e2e_read_file(fp_file, &n);
+    assert_non_null(fp);
+    snprintf(line, sizeof(line), "\n[caller.node%d]\nfingerprint = %s\nroles = peer\n", j + 1,
+             fp);
+    strcat(callers, line);
+    free(fp);
+  }
+  for (int i = 0; i < N; i++) {
+    char text[4096];
     /* The last node reads without a barrier: it shows what it holds. */
     snprintf(text, sizeof(text),
-             "\n[server]\nnode_id = %d\nlisten = 127.0.0.1:%d\n\n[cluster]\n%s"
-             "election_ms = 600\nheartbeat_ms = 60\n%s",
-             i + 1, rpc_port[i], members, i == N - 1 ? "stale_reads = true\n" : "");
+             "\n[server]\nnode_id = %d\nlisten = 127.0.0.1:%d\n\n[tls]\nclient_ca = %s\n"
+             "\n[cluster]\n%speer_ca = %s\nelection_ms = 600\nheartbeat_ms = 60\n%s%s",
+             i + 1, rpc_port[i], bundle, members, bundle,
+             i == N - 1 ? "stale_reads = true\n" : "", callers);
     e2e_config_append(E[i], text);
   }
   return 0;
@@ -134,6 +165,26 @@ static void wait_applied(int i, uint64_t index) {
   }
   E2E_FAIL("node %d applied %llu, not %llu, within %d ms", i + 1, (unsigned long long)have,
            (unsigned long long)index, WAIT_MS);
+}
+
+/* Waits until node serves the bytes of id (they may still be on their way
+ * to it), and checks they hash to id. */
+static void wait_bytes(int node, const char *id) {
+  int64_t end = now_ms() + WAIT_MS;
+  char msg[512] = "";
+  int st = -1;
+  while (now_ms() < end) {
+    e2e_got g;
+    memset(&g, 0, sizeof(g));
+    st = e2e_get_with(E[node]->clients[E2E_ARCH], id, 0, NULL, 10000, &g, msg, sizeof(msg));
+    int same = st == 0 && strcmp(g.sha256, id) == 0;
+    e2e_got_free(&g);
+    if (same) return;
+    if (st == 0) E2E_FAIL("node %d served bytes for %s that hash to something else", node + 1, id);
+    pause_ms(20);
+  }
+  E2E_FAIL("node %d did not serve the bytes of %s within %d ms: status %d (%s)", node + 1, id,
+           WAIT_MS, st, msg);
 }
 
 static int put(int node, uint64_t seed, char *msg, size_t msg_size) {
@@ -216,6 +267,8 @@ static void test_cluster_forms_and_replicates(void **state) {
     }
     kyso__v1__document_info__free_unpacked(info, NULL);
   }
+  /* The bytes reach the follower too: fetched by hash from a peer. */
+  for (int i = 0; i < n_ids; i++) wait_bytes(reader, ids[i]);
   /* A barrier read on a plain follower is refused with the leader's name. */
   if (follower != reader) {
     Kyso__V1__DocumentInfo *info = NULL;
@@ -231,6 +284,9 @@ static void test_cluster_forms_and_replicates(void **state) {
   if (next == leader) E2E_FAIL("the killed node is still named leader");
   for (uint64_t s = DOCS + 1; s <= 2 * DOCS; s++) put_ok(next, s);
   printf("writes resumed %lld ms after the leader was killed\n", (long long)(now_ms() - killed));
+  /* Every document the dead leader acknowledged, bytes included, is served
+   * by the new one. */
+  for (int i = 0; i < n_ids; i++) wait_bytes(next, ids[i]);
 
   /* The old leader restarts as a follower and holds everything. */
   e2e_start(E[leader], NULL);
@@ -238,6 +294,7 @@ static void test_cluster_forms_and_replicates(void **state) {
   E2E_EQ("one leader after the restart", wait_leader(up), next);
   wait_applied(leader, applied_of(next));
   wait_applied(reader, applied_of(next));
+  for (int i = 0; i < n_ids; i++) wait_bytes(reader, ids[i]);
   if (leader != reader)
     for (int i = 0; i < n_ids; i++) {
       Kyso__V1__DocumentInfo *info = NULL;

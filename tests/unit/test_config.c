@@ -111,6 +111,55 @@ static void test_callers(void **state) {
   kyso_config_free(&cfg);
 }
 
+static void test_cluster(void **state) {
+  (void)state;
+  kyso_config cfg;
+  kyso_err err = {0};
+  assert_int_equal(load("[server]\nnode_id = 2\n[cluster]\n"
+                        "member = 1 10.0.0.1:7601 10.0.0.1:7443\n"
+                        "member = 2 10.0.0.2:7601 10.0.0.2:7443\n"
+                        "member = 3 10.0.0.3:7601 10.0.0.3:7443\n"
+                        "election_ms = 800\nheartbeat_ms = 80\nstale_reads = yes\n"
+                        "snapshot_threshold = 64\nsnapshot_trailing = 32\nraft_dir = raft\n",
+                        &cfg, &err),
+                   KYSO_OK);
+  assert_int_equal(cfg.member_count, 3);
+  assert_int_equal(cfg.members[2].id, 3);
+  assert_string_equal(cfg.members[1].raft, "10.0.0.2:7601");
+  assert_string_equal(cfg.members[1].rpc, "10.0.0.2:7443");
+  assert_int_equal(cfg.election_ms, 800);
+  assert_int_equal(cfg.heartbeat_ms, 80);
+  assert_int_equal(cfg.snapshot_threshold, 64);
+  assert_int_equal(cfg.snapshot_trailing, 32);
+  assert_true(cfg.stale_reads);
+  assert_false(cfg.cluster_join);
+  assert_non_null(strstr(cfg.raft_dir, "/raft"));
+  kyso_config_free(&cfg);
+
+  static const struct { const char *text; const char *want; } bad[] = {
+      {"[cluster]\nmember = 1 10.0.0.1:7601\n", "write: member = ID"},
+      {"[cluster]\nmember = 0 a:1 b:2\n", "write: member = ID"},
+      {"[cluster]\nmember = 1 a:1 b:2 extra\n", "write: member = ID"},
+      {"[cluster]\nmember = 1 a:1 b:2\nmember = 1 c:1 d:2\n", "member 1 is listed twice"},
+      {"[server]\nnode_id = 4\n[cluster]\nmember = 1 a:1 b:2\n", "no member with this node's id 4"},
+      {"[cluster]\nmember = 1 a:1 b:2\nelection_ms = 300\nheartbeat_ms = 200\n",
+       "at most half of election_ms"},
+      {"[cluster]\njoin = maybe\n", "not true or false"},
+      {"[cluster]\nvoters = 3\n", "unknown setting 'voters' in [cluster]"},
+      {"[caller.n2]\nfingerprint = 00\nroles = peer,god\n", "unknown role 'god'"},
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    memset(&err, 0, sizeof(err));
+    assert_int_not_equal(load(bad[i].text, &cfg, &err), KYSO_OK);
+    if (strstr(err.msg, bad[i].want) == NULL)
+      fail_msg("case %zu: '%s' does not say '%s'", i, err.msg, bad[i].want);
+    kyso_config_free(&cfg);
+  }
+  unsigned roles = 0;
+  assert_int_equal(kyso_roles_parse("peer", &roles, &err), KYSO_OK);
+  assert_int_equal(roles, KYSO_ROLE_PEER);
+}
+
 static void test_pin_sources(void **state) {
   (void)state;
   kyso_config cfg;
@@ -142,6 +191,7 @@ int main(void) {
       cmocka_unit_test(test_peer_cache_seconds),
       cmocka_unit_test(test_callers),
       cmocka_unit_test(test_pin_sources),
+      cmocka_unit_test(test_cluster),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   char cmd[128];

@@ -1,0 +1,374 @@
+/* kysod — document bytes between the nodes of a cluster (kyso.v1.Peer).
+ *
+ * Before the accepting node proposes a command that records a document,
+ * the document's bytes are on a majority of the members: here, and on as
+ * many peers as a majority needs (they are asked in turn; one that has the
+ * blob already counts). So once the command commits, a majority holds both
+ * the record and the bytes, and losing any minority of nodes loses
+ * neither.
+ *
+ * A node that applied a record without its bytes (every follower, for
+ * documents accepted elsewhere) queues the document's id for the fetcher
+ * thread, which asks the peers for it by hash; what arrives is stored only
+ * if it hashes to that id. A fetch that fails everywhere is retried with
+ * back-off. Peers are called with this node's own TLS certificate (its
+ * [tls] cert, which must allow clientAuth), and must know it as a caller
+ * with role "peer". */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kyso/client.h"
+#include "kyso/limits.h"
+#include "kyso/log.h"
+#include "kyso/util.h"
+#include "kysod.h"
+
+#include "kyso/v1/peer.pb-c.h"
+
+#define FETCH_QUEUE_MAX 65536  /* ids waiting for the fetcher (32 bytes each) */
+#define FETCH_ATTEMPTS 120     /* then the id is given up on, loudly (scrub finds it) */
+#define FETCH_BACKOFF_MS 500
+#define PEER_CALL_MS 30000     /* one peer's HasBlob/GetBlob/PutBlob, at most */
+
+typedef struct want {
+  uint8_t sha[32];
+  unsigned attempts;
+  int64_t not_before_ms;
+  struct want *next;
+} want;
+
+struct kysod_peers {
+  kysod *d;
+  size_t n;
+  struct {
+    unsigned id;
+    char rpc[128];
+    kyso_client *client;
+  } peer[KYSO_MAX_CLUSTER_MEMBERS];
+  size_t majority_peers; /* peers that must hold a blob besides this node */
+
+  pthread_mutex_t mu;
+  pthread_cond_t wake;
+  want *head, *tail;
+  size_t queued;
+  int stopping;
+  pthread_t fetcher;
+  int fetcher_started;
+};
+
+static int64_t now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* Packs m into *buf (malloc()ed). */
+static kyso_status pack(const ProtobufCMessage *m, uint8_t **buf, size_t *len, kyso_err *err) {
+  *len = protobuf_c_message_get_packed_size(m);
+  if ((*buf = malloc(*len ? *len : 1)) == NULL)
+    return kyso_fail(err, KYSO_RESOURCE_EXHAUSTED, "out of memory");
+  protobuf_c_message_pack(m, *buf);
+  return KYSO_OK;
+}
+
+static kyso_status peer_has(kysod_peers *p, size_t i, const char *hex, int *present,
+                            kyso_err *err) {
+  Kyso__V1__BlobRef ref = KYSO__V1__BLOB_REF__INIT;
+  kyso_reply r = {0};
+  uint8_t *req = NULL;
+  size_t len = 0;
+  *present = 0;
+  ref.sha256 = (char *)hex;
+  kyso_status st = pack(&ref.base, &req, &len, err);
+  if (st == KYSO_OK)
+    st = kyso_client_call(p->peer[i].client, "/kyso.v1.Peer/HasBlob", req, len, PEER_CALL_MS, &r,
+                          err);
+  if (st == KYSO_OK && r.grpc_status != 0)
+    st = kyso_fail(err, KYSO_UNAVAILABLE, "node %u (%s) HasBlob: status %d: %s", p->peer[i].id,
+                   p->peer[i].rpc, r.grpc_status, r.message);
+  if (st == KYSO_OK) {
+    Kyso__V1__BlobState *s = kyso__v1__blob_state__unpack(NULL, r.len, r.data);
+    if (s == NULL)
+      st = kyso_fail(err, KYSO_INTERNAL, "node %u answered HasBlob with no BlobState",
+                     p->peer[i].id);
+    else
+      *present = s->present;
+    kyso__v1__blob_state__free_unpacked(s, NULL);
+  }
+  kyso_reply_free(&r);
+  free(req);
+  return st;
+}
+
+static kyso_status send_msg(kyso_stream *s, const Kyso__V1__BlobChunk *m, kyso_err *err) {
+  uint8_t *buf = NULL;
+  size_t len = 0;
+  kyso_status st = pack(&m->base, &buf, &len, err);
+  if (st == KYSO_OK) st = kyso_stream_send(s, buf, len, err);
+  free(buf);
+  return st;
+}
+
+/* Streams the local blob to peer i. */
+static kyso_status peer_put(kysod_peers *p, size_t i, const uint8_t sha[32], const char *hex,
+                            kyso_err *err) {
+  archive_reader *r = NULL;
+  kyso_stream *s = NULL;
+  kyso_reply reply = {0};
+  uint64_t size = 0;
+  kyso_status st = archive_blob_size(p->d->archive, sha, &size, err);
+  if (st == KYSO_OK) st = archive_reader_open(p->d->archive, sha, &r, err);
+  if (st == KYSO_OK)
+    st = kyso_stream_open(p->peer[i].client, "/kyso.v1.Peer/PutBlob", PEER_CALL_MS, &s, err);
+  if (st != KYSO_OK) goto out;
+  Kyso__V1__BlobChunk head = KYSO__V1__BLOB_CHUNK__INIT;
+  head.sha256 = (char *)hex;
+  head.size = size;
+  int sent = send_msg(s, &head, err) == KYSO_OK;
+  while (sent) {
+    const uint8_t *part;
+    size_t n;
+    if ((st = archive_reader_next(r, &part, &n, err)) != KYSO_OK) goto out;
+    if (n == 0) break;
+    for (size_t off = 0; off < n && sent; off += KYSO_CHUNK_SIZE) {
+      Kyso__V1__BlobChunk m = KYSO__V1__BLOB_CHUNK__INIT;
+      m.chunk.data = (uint8_t *)part + off;
+      m.chunk.len = n - off < KYSO_CHUNK_SIZE ? n - off : KYSO_CHUNK_SIZE;
+      sent = send_msg(s, &m, err) == KYSO_OK; /* refused: the peer ended the call */
+    }
+  }
+  kyso_err ignored = {0};
+  if (sent && kyso_stream_close_send(s, &ignored) == KYSO_OK) {
+    uint8_t *resp = NULL;
+    size_t rl = 0;
+    int end = 0;
+    if (kyso_stream_recv(s, &resp, &rl, &end, &ignored) == KYSO_OK) free(resp);
+  }
+  st = kyso_stream_finish(s, &reply, err);
+  s = NULL;
+  if (st == KYSO_OK && reply.grpc_status != 0)
+    st = kyso_fail(err, KYSO_UNAVAILABLE, "node %u (%s) PutBlob: status %d: %s", p->peer[i].id,
+                   p->peer[i].rpc, reply.grpc_status, reply.message);
+out:
+  kyso_stream_cancel(s);
+  kyso_reply_free(&reply);
+  archive_reader_close(r);
+  return st;
+}
+
+kyso_status kysod__peers_replicate(kysod *d, const uint8_t sha[32], kyso_err *err) {
+  kysod_peers *p = d->peers;
+  char hex[65], why[KYSO_ERR_MSG_MAX] = "";
+  size_t holding = 0;
+  if (p == NULL || p->majority_peers == 0) return KYSO_OK;
+  kyso_hex(sha, 32, hex);
+  /* Start at a different peer for each document, so copies spread. */
+  size_t first = (size_t)sha[0] % p->n;
+  for (size_t k = 0; k < p->n && holding < p->majority_peers; k++) {
+    size_t i = (first + k) % p->n;
+    kyso_err e = {0};
+    int present = 0;
+    kyso_status st = peer_has(p, i, hex, &present, &e);
+    if (st == KYSO_OK && !present) st = peer_put(p, i, sha, hex, &e);
+    if (st == KYSO_OK)
+      holding++;
+    else
+      snprintf(why, sizeof(why), "%s", e.msg);
+  }
+  if (holding >= p->majority_peers) return KYSO_OK;
+  return kyso_fail(err, KYSO_UNAVAILABLE,
+                   "document %s is stored on %zu of the %zu nodes a majority needs (%s): nothing "
+                   "was recorded; retry with the same request_id",
+                   hex, holding + 1, p->majority_peers + 1, why[0] ? why : "no peer reachable");
+}
+
+/* Fetches sha from peer i into the local archive. */
+static kyso_status peer_get(kysod_peers *p, size_t i, const uint8_t sha[32], const char *hex,
+                            kyso_err *err) {
+  Kyso__V1__BlobRef ref = KYSO__V1__BLOB_REF__INIT;
+  kyso_stream *s = NULL;
+  archive_upload *up = NULL;
+  kyso_reply reply = {0};
+  uint8_t *req = NULL, got[32];
+  size_t len = 0;
+  uint64_t size = 0, want_size = 0;
+  ref.sha256 = (char *)hex;
+  kyso_status st = pack(&ref.base, &req, &len, err);
+  if (st == KYSO_OK)
+    st = kyso_stream_open(p->peer[i].client, "/kyso.v1.Peer/GetBlob", PEER_CALL_MS, &s, err);
+  if (st == KYSO_OK) st = kyso_stream_send(s, req, len, err);
+  if (st == KYSO_OK) st = kyso_stream_close_send(s, err);
+  if (st == KYSO_OK) st = archive_upload_begin(p->d->archive, &up, err);
+  for (size_t n = 0; st == KYSO_OK; n++) {
+    uint8_t *data = NULL;
+    size_t dl = 0;
+    int end = 0;
+    if ((st = kyso_stream_recv(s, &data, &dl, &end, err)) != KYSO_OK || end) break;
+    Kyso__V1__BlobChunk *m = kyso__v1__blob_chunk__unpack(NULL, dl, data);
+    free(data);
+    if (m == NULL || m->chunk.len > KYSO_CHUNK_SIZE) {
+      st = kyso_fail(err, KYSO_INTERNAL, "node %u sent a bad BlobChunk", p->peer[i].id);
+    } else {
+      if (n == 0) want_size = m->size;
+      st = archive_upload_write(up, m->chunk.data, m->chunk.len, err);
+    }
+    kyso__v1__blob_chunk__free_unpacked(m, NULL);
+  }
+  kyso_status fin = kyso_stream_finish(s, &reply, err);
+  s = NULL;
+  if (st == KYSO_OK) st = fin;
+  if (st == KYSO_OK && reply.grpc_status != 0)
+    st = kyso_fail(err, reply.grpc_status == 5 ? KYSO_NOT_FOUND : KYSO_UNAVAILABLE,
+                   "node %u (%s) GetBlob: status %d: %s", p->peer[i].id, p->peer[i].rpc,
+                   reply.grpc_status, reply.message);
+  if (st == KYSO_OK) {
+    /* Stored only if the bytes are the blob they were asked for. */
+    st = archive_upload_finish(up, sha, got, &size, err);
+    up = NULL;
+    if (st == KYSO_OK && size != want_size)
+      kyso_log(KYSO_LOG_WARN, "peers: node %u announced %llu bytes for %s and sent %llu",
+               p->peer[i].id, (unsigned long long)want_size, hex, (unsigned long long)size);
+  }
+  archive_upload_abort(up);
+  kyso_stream_cancel(s);
+  kyso_reply_free(&reply);
+  free(req);
+  return st;
+}
+
+/* One attempt at fetching w: 1 done (stored, or here already), 0 retry later. */
+static int fetch_one(kysod_peers *p, want *w) {
+  char hex[65], why[KYSO_ERR_MSG_MAX] = "no peer";
+  uint64_t size = 0;
+  kyso_err err = {0};
+  if (archive_blob_size(p->d->archive, w->sha, &size, &err) == KYSO_OK) return 1;
+  kyso_hex(w->sha, 32, hex);
+  for (size_t k = 0; k < p->n; k++) {
+    size_t i = (w->attempts + k) % p->n;
+    kyso_err e = {0};
+    if (peer_get(p, i, w->sha, hex, &e) == KYSO_OK) {
+      kyso_log(KYSO_LOG_DEBUG, "peers: fetched %s from node %u", hex, p->peer[i].id);
+      return 1;
+    }
+    snprintf(why, sizeof(why), "%s", e.msg);
+  }
+  if (++w->attempts >= FETCH_ATTEMPTS) {
+    kyso_log(KYSO_LOG_ERROR,
+             "peers: giving up fetching document %s after %u attempts (%s); this node holds "
+             "its record without its bytes (kyso archive scrub reports it)",
+             hex, w->attempts, why);
+    return 1;
+  }
+  if (w->attempts == 1 || w->attempts % 10 == 0)
+    kyso_log(KYSO_LOG_WARN, "peers: cannot fetch document %s yet (%s): retrying", hex, why);
+  w->not_before_ms = now_ms() + FETCH_BACKOFF_MS;
+  return 0;
+}
+
+/* Under p->mu. */
+static void push_locked(kysod_peers *p, want *w) {
+  w->next = NULL;
+  if (p->tail != NULL)
+    p->tail->next = w;
+  else
+    p->head = w;
+  p->tail = w;
+  p->queued++;
+}
+
+static void *fetcher_main(void *arg) {
+  kysod_peers *p = arg;
+  pthread_mutex_lock(&p->mu);
+  for (;;) {
+    while (p->head == NULL && !p->stopping) pthread_cond_wait(&p->wake, &p->mu);
+    if (p->stopping) break;
+    want *w = p->head;
+    if ((p->head = w->next) == NULL) p->tail = NULL;
+    p->queued--;
+    pthread_mutex_unlock(&p->mu);
+    int64_t wait = w->not_before_ms - now_ms();
+    if (wait > 0) {
+      struct timespec t = {wait / 1000, (long)(wait % 1000) * 1000000L};
+      nanosleep(&t, NULL); /* back-off before a retry, not synchronisation */
+    }
+    int done = fetch_one(p, w);
+    pthread_mutex_lock(&p->mu);
+    if (done || p->stopping)
+      free(w);
+    else
+      push_locked(p, w);
+  }
+  pthread_mutex_unlock(&p->mu);
+  return NULL;
+}
+
+void kysod__peers_want(kysod *d, const uint8_t sha[32]) {
+  kysod_peers *p = d->peers;
+  if (p == NULL || p->n == 0) return;
+  want *w = calloc(1, sizeof(*w));
+  if (w == NULL) return;
+  memcpy(w->sha, sha, 32);
+  pthread_mutex_lock(&p->mu);
+  if (p->stopping || p->queued >= FETCH_QUEUE_MAX) {
+    pthread_mutex_unlock(&p->mu);
+    free(w);
+    kyso_log(KYSO_LOG_WARN, "peers: fetch queue full; a document's bytes wait for the next scrub");
+    return;
+  }
+  push_locked(p, w);
+  pthread_cond_signal(&p->wake);
+  pthread_mutex_unlock(&p->mu);
+}
+
+kyso_status kysod__peers_open(kysod *d, kyso_err *err) {
+  const kyso_config *cfg = &d->cfg;
+  if (cfg->member_count == 0) return KYSO_OK;
+  kysod_peers *p = calloc(1, sizeof(*p));
+  if (p == NULL) return kyso_fail(err, KYSO_RESOURCE_EXHAUSTED, "out of memory");
+  p->d = d;
+  pthread_mutex_init(&p->mu, NULL);
+  pthread_cond_init(&p->wake, NULL);
+  d->peers = p;
+  const char *ca = cfg->peer_ca[0] ? cfg->peer_ca : cfg->client_ca;
+  for (size_t i = 0; i < cfg->member_count; i++) {
+    if (cfg->members[i].id == cfg->node_id) continue;
+    size_t k = p->n++;
+    p->peer[k].id = cfg->members[i].id;
+    snprintf(p->peer[k].rpc, sizeof(p->peer[k].rpc), "%s", cfg->members[i].rpc);
+    kyso_client_opts o = {.target = cfg->members[i].rpc,
+                          .ca_file = ca,
+                          .cert_file = cfg->tls_cert,
+                          .key_file = cfg->tls_key};
+    if (kyso_client_open(&o, &p->peer[k].client, err) != KYSO_OK)
+      return kyso_err_wrap(err, "preparing the connection to node %u (%s)", p->peer[k].id,
+                           p->peer[k].rpc);
+  }
+  p->majority_peers = cfg->member_count / 2; /* plus this node: a majority */
+  if (pthread_create(&p->fetcher, NULL, fetcher_main, p) != 0)
+    return kyso_fail(err, KYSO_INTERNAL, "cannot start the blob fetcher thread");
+  p->fetcher_started = 1;
+  return KYSO_OK;
+}
+
+void kysod__peers_close(kysod *d) {
+  kysod_peers *p = d->peers;
+  if (p == NULL) return;
+  pthread_mutex_lock(&p->mu);
+  p->stopping = 1;
+  pthread_cond_signal(&p->wake);
+  pthread_mutex_unlock(&p->mu);
+  if (p->fetcher_started) pthread_join(p->fetcher, NULL);
+  for (want *w = p->head, *next; w != NULL; w = next) {
+    next = w->next;
+    free(w);
+  }
+  for (size_t i = 0; i < p->n; i++) kyso_client_close(p->peer[i].client);
+  pthread_mutex_destroy(&p->mu);
+  pthread_cond_destroy(&p->wake);
+  free(p);
+  d->peers = NULL;
+}
