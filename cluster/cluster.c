@@ -84,7 +84,10 @@ static void on_handle_closed(uv_handle_t *h) { (void)h; }
 static void on_raft_closed(struct raft *r) {
   cluster *c = r->data;
   raft_uv_close(&c->io);
-  raft_uv_tcp_close(&c->transport);
+  if (c->tls)
+    cluster__tls_transport_free(&c->transport);
+  else
+    raft_uv_tcp_close(&c->transport);
   uv_close((uv_handle_t *)&c->tick, on_handle_closed);
   /* Under mu: no thread is inside uv_async_send, and none calls it after
    * (they see stopping). */
@@ -219,8 +222,15 @@ kyso_status cluster_open(const cluster_opts *o, cluster **out, kyso_err *err) {
   c->wake.data = c;
   uv_timer_init(&c->loop, &c->tick);
   c->tick.data = c;
-  if ((rv = raft_uv_tcp_init(&c->transport, &c->loop)) != 0 ||
-      (rv = raft_uv_init(&c->io, &c->loop, c->dir, &c->transport)) != 0) {
+  if (o->tls != NULL) {
+    if ((st = cluster__tls_transport_init(&c->transport, &c->loop, o->tls, err)) != KYSO_OK)
+      goto fail;
+    c->tls = 1;
+    rv = 0;
+  } else {
+    rv = raft_uv_tcp_init(&c->transport, &c->loop);
+  }
+  if (rv != 0 || (rv = raft_uv_init(&c->io, &c->loop, c->dir, &c->transport)) != 0) {
     st = kyso_fail(err, KYSO_FAILED_PRECONDITION,
                    "cannot open the Raft log in '%s': %s (it needs a file system with O_DIRECT "
                    "and kernel AIO, such as ext4 or tmpfs)",
@@ -263,6 +273,7 @@ fail:
   } else if (loop_inited) {
     uv_close((uv_handle_t *)&c->tick, on_handle_closed);
     uv_close((uv_handle_t *)&c->wake, on_handle_closed);
+    if (c->tls) cluster__tls_transport_free(&c->transport);
   }
   if (loop_inited) {
     uv_run(&c->loop, UV_RUN_DEFAULT);

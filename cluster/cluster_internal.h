@@ -55,6 +55,7 @@ struct cluster {
   uv_async_t wake;
   uv_timer_t tick;
   struct raft_uv_transport transport;
+  int tls; /* transport is ours (mutual TLS), not raft_uv_tcp */
   struct raft_io io;
   struct raft_fsm fsm;
   struct raft raft;
@@ -93,6 +94,12 @@ void cluster__finish(cluster__item *it, kyso_status st, const char *msg, const u
                      size_t len);
 /* Why this node cannot take a write or a barrier now (into buf). */
 void cluster__not_leader(cluster *c, char *buf, size_t size);
+
+/* tls_transport.c: a raft_uv_transport over mutual TLS 1.3. */
+kyso_status cluster__tls_transport_init(struct raft_uv_transport *t, uv_loop_t *loop,
+                                        const cluster_tls *tls, kyso_err *err);
+/* After libraft closed the transport. */
+void cluster__tls_transport_free(struct raft_uv_transport *t);
 
 /* cluster.c */
 /* Copies what the loop knows into c->info (under mu). */

@@ -2,6 +2,7 @@
  * the kyso.v1 API over gRPC with TLS until SIGTERM or SIGINT. */
 #include <errno.h>
 #include <getopt.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <pthread.h>
@@ -94,11 +95,49 @@ static kyso_status open_archive(kysod *d, kyso_err *err) {
 
 /* A cluster when [cluster] lists members: the archive's commands then go
  * through the Raft log in data_dir/raft (or raft_dir). */
+/* Who may speak Raft to this node: this node's own certificate and every
+ * [caller.NAME] with role peer (by fingerprint), chaining to peer_ca. */
+static kyso_status raft_tls(const kyso_config *cfg, uint8_t (*allowed)[32], cluster_tls *tls,
+                            kyso_err *err) {
+  size_t n = 0;
+  uint8_t own[32];
+  unsigned len = 0;
+  tls->ca_file = cfg->peer_ca[0] ? cfg->peer_ca : cfg->client_ca;
+  if (tls->ca_file[0] == '\0')
+    return kyso_fail(err, KYSO_INVALID_ARGUMENT,
+                     "a cluster needs [cluster] peer_ca or [tls] client_ca: its nodes "
+                     "authenticate each other with their certificates");
+  FILE *f = fopen(cfg->tls_cert, "r");
+  X509 *x = f != NULL ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
+  if (f != NULL) fclose(f);
+  int ok = x != NULL && X509_digest(x, EVP_sha256(), own, &len) && len == 32;
+  X509_free(x);
+  if (!ok)
+    return kyso_fail(err, KYSO_FAILED_PRECONDITION, "cannot read the certificate '%s'",
+                     cfg->tls_cert);
+  memcpy(allowed[n++], own, 32);
+  for (size_t i = 0; i < cfg->caller_count && n < KYSO_MAX_CLUSTER_MEMBERS + 1; i++)
+    if (cfg->callers[i].roles & KYSO_ROLE_PEER) memcpy(allowed[n++], cfg->callers[i].cert_sha256, 32);
+  if (cfg->member_count > 1 && n == 1)
+    return kyso_fail(err, KYSO_INVALID_ARGUMENT,
+                     "list every other node as [caller.NAME] with its certificate's fingerprint "
+                     "and roles = peer: nodes accept Raft and document traffic only from them");
+  tls->cert_file = cfg->tls_cert;
+  tls->key_file = cfg->tls_key;
+  tls->allowed = (const uint8_t(*)[32])allowed;
+  tls->n_allowed = n;
+  return KYSO_OK;
+}
+
 static kyso_status open_cluster(kysod *d, kyso_err *err) {
   const kyso_config *cfg = &d->cfg;
   cluster_member m[KYSO_MAX_CLUSTER_MEMBERS];
   char dir[KYSO_PATH_MAX + 16];
+  uint8_t allowed[KYSO_MAX_CLUSTER_MEMBERS + 1][32];
+  cluster_tls tls;
   if (cfg->member_count == 0) return KYSO_OK;
+  kyso_status st = raft_tls(cfg, allowed, &tls, err);
+  if (st != KYSO_OK) return st;
   for (size_t i = 0; i < cfg->member_count; i++)
     m[i] = (cluster_member){cfg->members[i].id, cfg->members[i].raft, cfg->members[i].rpc};
   if (cfg->raft_dir[0])
@@ -115,9 +154,10 @@ static kyso_status open_cluster(kysod *d, kyso_err *err) {
                      .heartbeat_ms = cfg->heartbeat_ms,
                      .snapshot_threshold = cfg->snapshot_threshold,
                      .snapshot_trailing = cfg->snapshot_trailing,
+                     .tls = &tls,
                      .applied = kysod__on_applied,
                      .applied_ctx = d};
-  kyso_status st = kysod__peers_open(d, err);
+  st = kysod__peers_open(d, err);
   if (st != KYSO_OK) return st;
   st = cluster_open(&co, &d->cluster, err);
   if (st != KYSO_OK) kyso_err_wrap(err, "joining the cluster");

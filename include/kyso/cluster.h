@@ -28,6 +28,18 @@ typedef struct cluster_member {
                                follower (NULL: unknown) */
 } cluster_member;
 
+/* Mutual TLS between the nodes' Raft listeners: each presents cert_file
+ * (its chain, PEM) and key_file, and takes only peers whose certificate
+ * chains to ca_file and, with n_allowed > 0, whose SHA-256 is one of
+ * allowed (the nodes' certificates). */
+typedef struct cluster_tls {
+  const char *cert_file;
+  const char *key_file;
+  const char *ca_file;
+  const uint8_t (*allowed)[32];
+  size_t n_allowed;
+} cluster_tls;
+
 typedef struct cluster_opts {
   uint64_t id;                      /* this node: one of members, or a node being added */
   const char *dir;                  /* Raft log and snapshots; created if missing */
@@ -39,6 +51,7 @@ typedef struct cluster_opts {
   const cluster_member *members;
   size_t member_count;
   int join;                         /* pristine and not bootstrapping: wait to be added */
+  const cluster_tls *tls;           /* NULL: plain TCP (tests of this module only) */
   unsigned election_ms;             /* default 1000 */
   unsigned heartbeat_ms;            /* default 100 */
   unsigned snapshot_threshold;      /* entries between snapshots; default 1024 */

@@ -12,6 +12,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
 #include "cluster_internal.h"
 #include "testutil.h"
 
@@ -20,6 +24,7 @@
 
 typedef struct node {
   char *dir, *raft_dir, *archive_dir;
+  const char *pki; /* its TLS identity: PKI directory (fixtures/pki.sh), NULL: plain TCP */
   archive *a;
   cluster *c;
 } node;
@@ -30,7 +35,31 @@ typedef struct fx {
   char raft_addr[MAX_NODES][32], rpc_addr[MAX_NODES][32];
   cluster_member members[MAX_NODES];
   node nodes[MAX_NODES];
+  char pki[2][512];       /* the cluster's PKI, and a stranger's */
+  uint8_t allowed[1][32]; /* the nodes' certificate (all share one here) */
 } fx;
+
+/* A throw-away PKI (root, sub-CA, a server certificate that also allows
+ * clientAuth) and the node chain file the transport presents. */
+static void make_pki(const char *dir) {
+  char cmd[2048];
+  snprintf(cmd, sizeof(cmd),
+           "bash '%s/pki.sh' init '%s' >/dev/null 2>&1 && cat '%s/server.pem' '%s/chain.pem' > "
+           "'%s/node-chain.pem' && cat '%s/root.pem' '%s/chain.pem' > '%s/ca.pem'",
+           KYSO_TEST_FIXTURES, dir, dir, dir, dir, dir, dir, dir);
+  assert_int_equal(system(cmd), 0);
+}
+
+static void cert_sha256(const char *pem, uint8_t out[32]) {
+  FILE *fp = fopen(pem, "r");
+  assert_non_null(fp);
+  X509 *x = PEM_read_X509(fp, NULL, NULL, NULL);
+  fclose(fp);
+  assert_non_null(x);
+  unsigned len = 0;
+  assert_true(X509_digest(x, EVP_sha256(), out, &len));
+  X509_free(x);
+}
 
 /* A loopback port nothing listens on right now. */
 static int free_port(void) {
@@ -65,6 +94,15 @@ static void start_node(fx *f, size_t i) {
                     .member_count = f->n,
                     .election_ms = 300,
                     .heartbeat_ms = 50};
+  char cert[600], key[600], ca[600];
+  cluster_tls tls;
+  if (nd->pki != NULL) {
+    snprintf(cert, sizeof(cert), "%s/node-chain.pem", nd->pki);
+    snprintf(key, sizeof(key), "%s/server.key", nd->pki);
+    snprintf(ca, sizeof(ca), "%s/ca.pem", f->pki[0]); /* everyone trusts the cluster's CA */
+    tls = (cluster_tls){cert, key, ca, (const uint8_t(*)[32])f->allowed, 1};
+    o.tls = &tls;
+  }
   kyso_status st = cluster_open(&o, &nd->c, &err);
   if (st != KYSO_OK) fail_msg("cluster_open(node %zu): %s", i + 1, err.msg);
 }
@@ -77,10 +115,21 @@ static void stop_node(fx *f, size_t i) {
   nd->a = NULL;
 }
 
-static fx *make(size_t n) {
+/* n nodes; with tls, each speaks mutual TLS with the cluster's PKI, except
+ * the node numbered stranger (1-based; 0: none), which has another PKI's. */
+static fx *make(size_t n, int tls, size_t stranger) {
   fx *f = calloc(1, sizeof(*f));
   f->base = tu_tmpdir();
   f->n = n;
+  if (tls) {
+    snprintf(f->pki[0], sizeof(f->pki[0]), "%s/pki", f->base);
+    snprintf(f->pki[1], sizeof(f->pki[1]), "%s/stranger-pki", f->base);
+    make_pki(f->pki[0]);
+    if (stranger) make_pki(f->pki[1]);
+    char server[600];
+    snprintf(server, sizeof(server), "%s/server.pem", f->pki[0]);
+    cert_sha256(server, f->allowed[0]);
+  }
   for (size_t i = 0; i < n; i++) {
     snprintf(f->raft_addr[i], sizeof(f->raft_addr[i]), "127.0.0.1:%d", free_port());
     snprintf(f->rpc_addr[i], sizeof(f->rpc_addr[i]), "127.0.0.1:%d", 7000 + (int)i);
@@ -92,6 +141,7 @@ static fx *make(size_t n) {
     assert_int_equal(mkdir(nd->dir, 0700), 0);
     nd->raft_dir = tu_path(nd->dir, "raft");
     nd->archive_dir = tu_path(nd->dir, "archive");
+    if (tls) nd->pki = f->pki[stranger == i + 1 ? 1 : 0];
   }
   for (size_t i = 0; i < n; i++) start_node(f, i);
   return f;
@@ -184,7 +234,7 @@ static int has_doc(archive *a, const uint8_t sha[32]) {
 }
 
 static void test_single_node_commits_and_restarts(void **state) {
-  fx *f = *state = make(1);
+  fx *f = *state = make(1, 0, 0);
   kyso_err err = {0};
   uint8_t sha[5][32];
   assert_int_equal(wait_leader(f), 0);
@@ -219,7 +269,7 @@ static void test_single_node_commits_and_restarts(void **state) {
 }
 
 static void test_three_nodes_replicate_and_survive_the_leader(void **state) {
-  fx *f = *state = make(3);
+  fx *f = *state = make(3, 1, 0);
   kyso_err err = {0};
   uint8_t sha[12][32];
   size_t leader = wait_leader(f);
@@ -296,6 +346,37 @@ static void test_entry_frames(void **state) {
   assert_false(cluster__unframe(&odd, &got, &got_len));
 }
 
+/* A node whose certificate does not chain to the cluster's CA takes no
+ * part: the other two elect a leader and commit without it, and it never
+ * applies an entry. */
+static void test_tls_keeps_a_stranger_out(void **state) {
+  fx *f = *state = make(3, 1, 3);
+  kyso_err err = {0};
+  uint8_t sha[4][32];
+  int64_t end = now_ms() + WAIT_MS;
+  size_t leader = MAX_NODES;
+  while (leader == MAX_NODES && now_ms() < end) {
+    for (size_t i = 0; i < 2; i++) {
+      cluster_info in;
+      cluster_get_info(f->nodes[i].c, &in);
+      if (in.state == CLUSTER_LEADER) leader = i;
+    }
+    pause_ms(10);
+  }
+  assert_true(leader < 2);
+  for (uint32_t i = 0; i < 4; i++)
+    assert_int_equal(put_doc(&f->nodes[leader], 200 + i, sha[i], &err), KYSO_OK);
+  uint64_t li = 0, other = 0;
+  assert_int_equal(archive_applied_index(f->nodes[leader].a, &li, &err), KYSO_OK);
+  wait_applied(&f->nodes[1 - leader], li);
+  assert_int_equal(archive_applied_index(f->nodes[2].a, &other, &err), KYSO_OK);
+  assert_int_equal(other, 0);
+  cluster_info in;
+  cluster_get_info(f->nodes[2].c, &in);
+  assert_int_equal(in.leader_id, 0);
+  (void)other;
+}
+
 static void test_bad_options_are_refused(void **state) {
   (void)state;
   kyso_err err = {0};
@@ -322,6 +403,7 @@ int main(void) {
       cmocka_unit_test(test_bad_options_are_refused),
       cmocka_unit_test_teardown(test_single_node_commits_and_restarts, teardown),
       cmocka_unit_test_teardown(test_three_nodes_replicate_and_survive_the_leader, teardown),
+      cmocka_unit_test_teardown(test_tls_keeps_a_stranger_out, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
