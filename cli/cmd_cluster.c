@@ -1,6 +1,7 @@
 /* kyso cluster — the Raft group as the node called sees it. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -8,16 +9,26 @@
 
 static const char cluster_usage[] =
     "Usage: kyso cluster status [--json]\n"
+    "       kyso cluster add ID RAFT_HOST:PORT RPC_HOST:PORT [--json]\n"
+    "       kyso cluster remove ID [--json]\n"
+    "       kyso cluster transfer [ID] [--json]\n"
     "\n"
-    "Shows the cluster as the node called sees it: its own state (leader,\n"
-    "follower, candidate), the term, the leader and where clients reach it,\n"
-    "the log's last, committed and applied indexes, snapshots, and every\n"
-    "member with its Raft address and whether it votes.\n"
+    "status    the cluster as the node called sees it: its own state (leader,\n"
+    "          follower, candidate), the term, the leader and where clients\n"
+    "          reach it, the log's last, committed and applied indexes,\n"
+    "          snapshots, and every member with its addresses and whether it votes\n"
+    "add       adds node ID (started first with [cluster] join = true) and makes\n"
+    "          it a voter once it caught up with the log\n"
+    "remove    takes node ID out of the configuration (stop it afterwards)\n"
+    "transfer  hands the leadership to node ID (default: the most up-to-date voter)\n"
+    "\n"
+    "Membership changes go to the leader (--address) and run one at a time;\n"
+    "grow and shrink by one node per change, keeping an odd number of voters.\n"
     "\n"
     "  --json   one JSON object, for scripts\n"
     "\n"
-    "Exit status: 0 when the node knows a leader, 1 when it does not (an\n"
-    "election under way, or no majority reachable), 2 on bad usage.\n";
+    "Exit status: 0 when the node knows a leader (status) or the change is\n"
+    "done, 1 otherwise, 2 on bad usage.\n";
 
 static int print_json(const Kyso__V1__ClusterStatus *s) {
   cJSON *o = cJSON_CreateObject(), *ms = cJSON_CreateArray();
@@ -75,37 +86,77 @@ static void print_text(const Kyso__V1__ClusterStatus *s) {
   }
 }
 
+static int parse_id(const char *v, uint64_t *out) {
+  char *end = NULL;
+  unsigned long long id = strtoull(v, &end, 10);
+  if (end == v || *end != '\0' || id == 0 || id > 65535) {
+    fprintf(stderr, "kyso cluster: '%s' is not a node id (1..65535)\n\n%s", v, cluster_usage);
+    return 2;
+  }
+  *out = id;
+  return 0;
+}
+
 int cli_cluster(cli *c, int argc, char **argv) {
-  int json = 0;
-  if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+  int json = 0, help = 0;
+  const char *pos[4];
+  int npos = 0;
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--json") == 0)
+      json = 1;
+    else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+      help = 1;
+    else if (argv[i][0] == '-' || npos == 4) {
+      fprintf(stderr, "kyso cluster: unexpected argument '%s'\n\n%s", argv[i], cluster_usage);
+      return 2;
+    } else {
+      pos[npos++] = argv[i];
+    }
+  }
+  if (help) {
     fputs(cluster_usage, stdout);
     return 0;
   }
-  if (argc < 2 || strcmp(argv[1], "status") != 0) {
+  const char *what = npos > 0 ? pos[0] : "";
+  const char *method = NULL;
+  ProtobufCMessage *req = NULL;
+  Kyso__V1__ClusterStatusRequest sreq = KYSO__V1__CLUSTER_STATUS_REQUEST__INIT;
+  Kyso__V1__ClusterAddRequest areq = KYSO__V1__CLUSTER_ADD_REQUEST__INIT;
+  Kyso__V1__ClusterRemoveRequest rreq = KYSO__V1__CLUSTER_REMOVE_REQUEST__INIT;
+  Kyso__V1__ClusterTransferRequest treq = KYSO__V1__CLUSTER_TRANSFER_REQUEST__INIT;
+  if (strcmp(what, "status") == 0 && npos == 1) {
+    method = "/kyso.v1.Cluster/Status";
+    req = &sreq.base;
+  } else if (strcmp(what, "add") == 0 && npos == 4) {
+    if (parse_id(pos[1], &areq.id)) return 2;
+    areq.raft_address = (char *)pos[2];
+    areq.rpc_address = (char *)pos[3];
+    method = "/kyso.v1.Cluster/Add";
+    req = &areq.base;
+  } else if (strcmp(what, "remove") == 0 && npos == 2) {
+    if (parse_id(pos[1], &rreq.id)) return 2;
+    method = "/kyso.v1.Cluster/Remove";
+    req = &rreq.base;
+  } else if (strcmp(what, "transfer") == 0 && npos <= 2) {
+    if (npos == 2 && parse_id(pos[1], &treq.id)) return 2;
+    method = "/kyso.v1.Cluster/Transfer";
+    req = &treq.base;
+  } else {
     fputs(cluster_usage, stderr);
     return 2;
   }
-  for (int i = 2; i < argc; i++) {
-    if (strcmp(argv[i], "--json") == 0) {
-      json = 1;
-    } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-      fputs(cluster_usage, stdout);
-      return 0;
-    } else {
-      fprintf(stderr, "kyso cluster status: unknown argument '%s'\n\n%s", argv[i], cluster_usage);
-      return 2;
-    }
-  }
-  Kyso__V1__ClusterStatusRequest req = KYSO__V1__CLUSTER_STATUS_REQUEST__INIT;
+  if (strcmp(what, "status") != 0 && !json)
+    fprintf(stderr, "kyso cluster %s: asking the leader (this can take a few seconds)...\n",
+            what);
   Kyso__V1__ClusterStatus *s = NULL;
-  int rc = cli_call(c, "/kyso.v1.Cluster/Status", &req.base, &kyso__v1__cluster_status__descriptor,
+  int rc = cli_call(c, method, req, &kyso__v1__cluster_status__descriptor,
                     (ProtobufCMessage **)&s);
   if (rc) return rc;
   if (json)
     rc = print_json(s);
   else
     print_text(s);
-  if (rc == 0) rc = s->leader_id != 0 ? 0 : 1;
+  if (rc == 0 && strcmp(what, "status") == 0) rc = s->leader_id != 0 ? 0 : 1;
   kyso__v1__cluster_status__free_unpacked(s, NULL);
   return rc;
 }

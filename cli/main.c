@@ -24,7 +24,7 @@ static void usage(FILE *f) {
           "  timestamp    get an RFC 3161 time-stamp for a file, or show a stored one\n"
           "  archive      put, get, stat, ls, scrub, backup archived documents\n"
           "  health       ask the node whether it serves\n"
-          "  cluster      show the Raft cluster as the node sees it\n"
+          "  cluster      the Raft cluster: status, add, remove, transfer\n"
           "\n"
           "Options (before COMMAND; they override the [cli] section of --config):\n"
           "  -c, --config FILE      configuration file with a [cli] section\n"
@@ -164,7 +164,9 @@ int cli_call(cli *c, const char *method, const ProtobufCMessage *req,
   }
   if (reply.grpc_status != 0) {
     rc = cli_fail("%s failed (gRPC status %d): %s", method, reply.grpc_status, reply.message);
-    if (reply.grpc_status == 14)
+    if (reply.grpc_status == 14 && strstr(reply.message, "not the leader") != NULL)
+      fprintf(stderr, "kyso: send it to the leader instead: kyso --address LEADER_ADDRESS ...\n");
+    else if (reply.grpc_status == 14)
       fprintf(stderr, "kyso: is kysod running at %s, and do --ca/--cert/--key match it?\n",
               c->cfg.cli_address);
     goto out;

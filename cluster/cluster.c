@@ -34,6 +34,24 @@ static void copy_addr(char *dst, const char *src) {
   snprintf(dst, CLUSTER_MAX_ADDRESS + 1, "%s", src ? src : "");
 }
 
+void cluster__wire_address(int tls, const char *raft, const char *rpc,
+                           char out[CLUSTER__WIRE_ADDRESS]) {
+  if (tls && rpc != NULL && rpc[0] != '\0')
+    snprintf(out, CLUSTER__WIRE_ADDRESS, "%s/%s", raft, rpc);
+  else
+    snprintf(out, CLUSTER__WIRE_ADDRESS, "%s", raft);
+}
+
+void cluster__split_address(const char *wire, char raft[CLUSTER_MAX_ADDRESS + 1],
+                            char rpc[CLUSTER_MAX_ADDRESS + 1]) {
+  const char *slash = wire != NULL ? strchr(wire, '/') : NULL;
+  size_t n = slash != NULL ? (size_t)(slash - wire) : (wire != NULL ? strlen(wire) : 0);
+  if (n > CLUSTER_MAX_ADDRESS) n = CLUSTER_MAX_ADDRESS;
+  memcpy(raft, wire != NULL ? wire : "", n);
+  raft[n] = '\0';
+  copy_addr(rpc, slash != NULL ? slash + 1 : "");
+}
+
 void cluster__refresh_info(cluster *c) {
   cluster_info in;
   memset(&in, 0, sizeof(in));
@@ -55,14 +73,18 @@ void cluster__refresh_info(cluster *c) {
     in.applied_index = raft_last_applied(r);
     for (unsigned i = 0; i < r->configuration.n && i < CLUSTER_MAX_MEMBERS; i++) {
       in.members[i].id = r->configuration.servers[i].id;
-      copy_addr(in.members[i].raft_address, r->configuration.servers[i].address);
+      cluster__split_address(r->configuration.servers[i].address, in.members[i].raft_address,
+                             in.members[i].rpc_address);
+      for (size_t k = 0; k < c->member_count && in.members[i].rpc_address[0] == '\0'; k++)
+        if (c->members[k].id == in.members[i].id)
+          copy_addr(in.members[i].rpc_address, c->members[k].rpc);
       in.members[i].voter = r->configuration.servers[i].role == RAFT_VOTER;
       in.member_count++;
     }
   }
   in.leader_id = leader;
-  copy_addr(in.leader_raft, leader_addr);
-  for (size_t i = 0; i < c->member_count; i++)
+  cluster__split_address(leader_addr, in.leader_raft, in.leader_rpc);
+  for (size_t i = 0; i < c->member_count && in.leader_rpc[0] == '\0'; i++)
     if (leader != 0 && c->members[i].id == leader) copy_addr(in.leader_rpc, c->members[i].rpc);
   in.snapshots_taken = c->snapshots_taken;
   in.snapshots_installed = c->snapshots_installed;
@@ -168,8 +190,10 @@ static kyso_status bootstrap(cluster *c, const cluster_opts *o, kyso_err *err) {
   kyso_status st = KYSO_OK;
   raft_configuration_init(&conf);
   for (size_t i = 0; i < o->member_count && st == KYSO_OK; i++) {
-    int rv = raft_configuration_add(&conf, o->members[i].id, o->members[i].raft_address,
-                                    RAFT_VOTER);
+    char wire[CLUSTER__WIRE_ADDRESS];
+    cluster__wire_address(o->tls != NULL, o->members[i].raft_address, o->members[i].rpc_address,
+                          wire);
+    int rv = raft_configuration_add(&conf, o->members[i].id, wire, RAFT_VOTER);
     if (rv != 0) st = raft_fail(err, c, rv, "building the initial configuration");
   }
   if (st == KYSO_OK) {
@@ -239,7 +263,11 @@ kyso_status cluster_open(const cluster_opts *o, cluster **out, kyso_err *err) {
   }
   raft_uv_set_connect_retry_delay(&c->io, CONNECT_RETRY_MS);
   cluster__fsm_init(c);
-  if ((rv = raft_init(&c->raft, &c->io, &c->fsm, c->id, self)) != 0) {
+  char self_wire[CLUSTER__WIRE_ADDRESS];
+  for (size_t i = 0; i < o->member_count; i++)
+    if (o->members[i].id == o->id)
+      cluster__wire_address(o->tls != NULL, self, o->members[i].rpc_address, self_wire);
+  if ((rv = raft_init(&c->raft, &c->io, &c->fsm, c->id, self_wire)) != 0) {
     st = raft_fail(err, c, rv, "initialising Raft");
     goto fail;
   }
@@ -449,17 +477,47 @@ kyso_status cluster_submit_wait(cluster *c, const uint8_t *cmd, size_t len, int6
   return waiter_wait(w, timeout_ms, result, result_len, err);
 }
 
-kyso_status cluster_barrier_wait(cluster *c, int64_t timeout_ms, kyso_err *err) {
-  waiter *w = waiter_new();
-  cluster__item *it = w != NULL ? new_item(NULL, 0, waiter_done, w) : NULL;
-  if (it == NULL) {
-    if (w != NULL) {
-      w->refs = 1;
-      waiter_release(w);
-    }
-    return kyso_fail(err, KYSO_RESOURCE_EXHAUSTED, "out of memory for a read barrier");
+/* An item without a command whose answer a blocking caller waits for. */
+static cluster__item *waiting_item(waiter **w) {
+  cluster__item *it = (*w = waiter_new()) != NULL ? new_item(NULL, 0, waiter_done, *w) : NULL;
+  if (it == NULL && *w != NULL) {
+    (*w)->refs = 1;
+    waiter_release(*w);
   }
+  return it;
+}
+
+kyso_status cluster_barrier_wait(cluster *c, int64_t timeout_ms, kyso_err *err) {
+  waiter *w = NULL;
+  cluster__item *it = waiting_item(&w);
+  if (it == NULL) return kyso_fail(err, KYSO_RESOURCE_EXHAUSTED, "out of memory for a read barrier");
   it->barrier = 1;
+  enqueue(c, it);
+  return waiter_wait(w, timeout_ms, NULL, NULL, err);
+}
+
+kyso_status cluster_change_wait(cluster *c, cluster_change_op op, uint64_t id,
+                                const char *raft_address, const char *rpc_address,
+                                int64_t timeout_ms, kyso_err *err) {
+  if (op < CLUSTER_CHANGE_ADD || op > CLUSTER_CHANGE_TRANSFER)
+    return kyso_fail(err, KYSO_INVALID_ARGUMENT, "unknown membership change %d", (int)op);
+  if (op != CLUSTER_CHANGE_TRANSFER && id == 0)
+    return kyso_fail(err, KYSO_INVALID_ARGUMENT, "a membership change names a node id above 0");
+  if (op == CLUSTER_CHANGE_ADD &&
+      (raft_address == NULL || strchr(raft_address, ':') == NULL ||
+       strchr(raft_address, '/') != NULL || strlen(raft_address) > CLUSTER_MAX_ADDRESS ||
+       (rpc_address != NULL && (strchr(rpc_address, '/') != NULL ||
+                                strlen(rpc_address) > CLUSTER_MAX_ADDRESS))))
+    return kyso_fail(err, KYSO_INVALID_ARGUMENT,
+                     "a node is added with its Raft address HOST:PORT (and its client address)");
+  waiter *w = NULL;
+  cluster__item *it = waiting_item(&w);
+  if (it == NULL)
+    return kyso_fail(err, KYSO_RESOURCE_EXHAUSTED, "out of memory for a membership change");
+  it->change = op;
+  it->change_id = id;
+  if (op == CLUSTER_CHANGE_ADD)
+    cluster__wire_address(c->tls, raft_address, rpc_address, it->change_address);
   enqueue(c, it);
   return waiter_wait(w, timeout_ms, NULL, NULL, err);
 }

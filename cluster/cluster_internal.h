@@ -10,9 +10,22 @@
 
 #include "kyso/cluster.h"
 
+/* What the Raft configuration stores as a member's address: with TLS,
+ * "RAFT/RPC" (so every node learns every member's client address from the
+ * replicated configuration itself); plain TCP, the Raft address alone. */
+#define CLUSTER__WIRE_ADDRESS (2 * CLUSTER_MAX_ADDRESS + 2)
+void cluster__wire_address(int tls, const char *raft, const char *rpc,
+                           char out[CLUSTER__WIRE_ADDRESS]);
+/* Splits a configuration address into its parts (rpc "" if none). */
+void cluster__split_address(const char *wire, char raft[CLUSTER_MAX_ADDRESS + 1],
+                            char rpc[CLUSTER_MAX_ADDRESS + 1]);
+
 /* One queued submission: a command to propose, or a barrier. */
 typedef struct cluster__item {
   int barrier;
+  cluster_change_op change;    /* 0: not a membership change */
+  uint64_t change_id;
+  char change_address[CLUSTER__WIRE_ADDRESS];
   uint8_t *cmd;
   size_t len;
   cluster_done_fn done;
@@ -100,6 +113,9 @@ kyso_status cluster__tls_transport_init(struct raft_uv_transport *t, uv_loop_t *
                                         const cluster_tls *tls, kyso_err *err);
 /* After libraft closed the transport. */
 void cluster__tls_transport_free(struct raft_uv_transport *t);
+
+/* change.c: membership changes on the loop thread; answers it. */
+void cluster__change(cluster *c, cluster__item *it);
 
 /* cluster.c */
 /* Copies what the loop knows into c->info (under mu). */

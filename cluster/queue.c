@@ -204,6 +204,13 @@ void cluster__on_wake(uv_async_t *h) {
     return;
   }
   while (it != NULL) {
+    if (it->change) {
+      cluster__item *next = it->next;
+      it->next = NULL;
+      cluster__change(c, it);
+      it = next;
+      continue;
+    }
     if (it->barrier) {
       cluster__item *next = it->next;
       it->next = NULL;
@@ -214,7 +221,7 @@ void cluster__on_wake(uv_async_t *h) {
     /* A run of commands, bounded in count and bytes. */
     cluster__item *first = it, *last = it;
     size_t n = 1, bytes = it->len;
-    while (last->next != NULL && !last->next->barrier && n < c->max_batch &&
+    while (last->next != NULL && !last->next->barrier && !last->next->change && n < c->max_batch &&
            bytes + last->next->len <= BATCH_BYTES) {
       last = last->next;
       bytes += last->len;

@@ -28,7 +28,7 @@
 
 #define HANDSHAKE_MS 5000
 #define PREAMBLE_MAGIC "KYR1"
-#define PREAMBLE_MAX (4 + 8 + 2 + CLUSTER_MAX_ADDRESS)
+#define PREAMBLE_MAX (4 + 8 + 2 + CLUSTER__WIRE_ADDRESS)
 #define PUMP_CHUNK 16384
 #define WARN_EVERY_MS 10000
 
@@ -41,7 +41,7 @@ typedef struct tt {
   uint8_t (*allowed)[32];
   size_t n_allowed;
   raft_id id;
-  char address[CLUSTER_MAX_ADDRESS + 1];
+  char address[CLUSTER__WIRE_ADDRESS];
   uv_tcp_t listener;
   int listening, listener_open;
   raft_uv_accept_cb accept_cb;
@@ -60,7 +60,7 @@ struct tt_conn {
   struct raft_uv_connect *req; /* outgoing, until its callback ran */
   raft_uv_connect_cb cb;
   raft_id peer_id;
-  char peer_addr[CLUSTER_MAX_ADDRESS + 1];
+  char peer_addr[CLUSTER__WIRE_ADDRESS];
   uv_tcp_t tcp;
   uv_connect_t connect_req;
   uv_timer_t timer;
@@ -242,7 +242,7 @@ static void deliver(tt_conn *c, const uint8_t *p, size_t n) {
       return;
     }
     size_t alen = (size_t)c->pre[12] << 8 | c->pre[13];
-    if (alen > CLUSTER_MAX_ADDRESS) {
+    if (alen >= CLUSTER__WIRE_ADDRESS) {
       conn_close(c, RAFT_NOCONNECTION);
       return;
     }
@@ -394,10 +394,13 @@ static tt_conn *conn_new(tt *x, int outgoing) {
   return c;
 }
 
-static int parse_addr(const char *address, struct sockaddr_storage *sa) {
+/* The Raft part of a configuration address ("RAFT" or "RAFT/RPC"). */
+static int parse_addr(const char *wire, struct sockaddr_storage *sa) {
+  char address[CLUSTER_MAX_ADDRESS + 1], rpc[CLUSTER_MAX_ADDRESS + 1];
   char host[CLUSTER_MAX_ADDRESS + 1];
+  cluster__split_address(wire, address, rpc);
   const char *colon = strrchr(address, ':');
-  if (colon == NULL || strlen(address) > CLUSTER_MAX_ADDRESS) return -1;
+  if (colon == NULL) return -1;
   size_t hl = (size_t)(colon - address);
   memcpy(host, address, hl);
   host[hl] = '\0';
@@ -431,7 +434,7 @@ static int tt_connect(struct raft_uv_transport *t, struct raft_uv_connect *req, 
   struct sockaddr_storage sa;
   if (x->closing) return RAFT_CANCELED;
   if (parse_addr(address, &sa) != 0) {
-    snprintf(t->errmsg, sizeof(t->errmsg), "'%s' is not a numeric host:port", address);
+    snprintf(t->errmsg, sizeof(t->errmsg), "'%.120s' is not a numeric host:port", address);
     return RAFT_NOCONNECTION;
   }
   tt_conn *c = conn_new(x, 1);
@@ -473,7 +476,7 @@ static int tt_listen(struct raft_uv_transport *t, raft_uv_accept_cb cb) {
   tt *x = t->impl;
   struct sockaddr_storage sa;
   if (parse_addr(x->address, &sa) != 0) {
-    snprintf(t->errmsg, sizeof(t->errmsg), "'%s' is not a numeric host:port", x->address);
+    snprintf(t->errmsg, sizeof(t->errmsg), "'%.120s' is not a numeric host:port", x->address);
     return RAFT_INVALID;
   }
   x->accept_cb = cb;
@@ -483,7 +486,7 @@ static int tt_listen(struct raft_uv_transport *t, raft_uv_accept_cb cb) {
   int rv = uv_tcp_bind(&x->listener, (struct sockaddr *)&sa, 0);
   if (rv == 0) rv = uv_listen((uv_stream_t *)&x->listener, 128, on_incoming);
   if (rv != 0) {
-    snprintf(t->errmsg, sizeof(t->errmsg), "cannot listen on %s: %s", x->address,
+    snprintf(t->errmsg, sizeof(t->errmsg), "cannot listen on %.120s: %.100s", x->address,
              uv_strerror(rv));
     return RAFT_IOERR;
   }

@@ -26,6 +26,7 @@ static const struct {
     {"archive.backup", KYSO_ROLE_OPERATOR},
     {"timestamp", KYSO_ROLE_SERVICE | KYSO_ROLE_ARCHIVIST},
     {"cluster.status", KYSO_ROLE_OPERATOR | KYSO_ROLE_SERVICE | KYSO_ROLE_ARCHIVIST},
+    {"cluster.admin", KYSO_ROLE_OPERATOR},
     {"peer.blob", KYSO_ROLE_PEER},
 };
 

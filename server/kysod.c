@@ -32,6 +32,9 @@ static const rpc_method methods[] = {
     {"/kyso.v1.Archive/Backup", "archive.backup", kysod__archive_backup, RPC_UNARY},
     {"/kyso.v1.TimeStamp/Stamp", "timestamp", kysod__timestamp_stamp, RPC_UNARY},
     {"/kyso.v1.Cluster/Status", "cluster.status", kysod__cluster_status, RPC_UNARY},
+    {"/kyso.v1.Cluster/Add", "cluster.admin", kysod__cluster_add, RPC_UNARY},
+    {"/kyso.v1.Cluster/Remove", "cluster.admin", kysod__cluster_remove, RPC_UNARY},
+    {"/kyso.v1.Cluster/Transfer", "cluster.admin", kysod__cluster_transfer, RPC_UNARY},
     {"/kyso.v1.Peer/HasBlob", "peer.blob", kysod__peer_has_blob, RPC_UNARY},
     {"/kyso.v1.Peer/PutBlob", "peer.blob", kysod__peer_put_blob, RPC_CLIENT_STREAMING},
     {"/kyso.v1.Peer/GetBlob", "peer.blob", kysod__peer_get_blob, RPC_SERVER_STREAMING},
@@ -282,6 +285,7 @@ fail:
 out:
   rpc_server_shutdown(srv, 0);
   kysod__tsa_close(&d);
+  kysod__peers_stop(&d);
   cluster_close(d.cluster);
   kysod__peers_close(&d);
   archive_close(d.archive);

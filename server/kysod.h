@@ -88,6 +88,9 @@ void kysod__archive_list(rpc_call *call, void *app);
 void kysod__archive_scrub(rpc_call *call, void *app);
 void kysod__archive_backup(rpc_call *call, void *app);
 void kysod__cluster_status(rpc_call *call, void *app);
+void kysod__cluster_add(rpc_call *call, void *app);
+void kysod__cluster_remove(rpc_call *call, void *app);
+void kysod__cluster_transfer(rpc_call *call, void *app);
 
 /* The key must exist in the token and have a certificate: NOT_FOUND or
  * FAILED_PRECONDITION telling the caller which step is missing. */
@@ -141,6 +144,9 @@ void kysod__on_applied(void *ctx, const archive_outcome *o, size_t n);
  * node lacks for the fetcher thread (any thread; never blocks). */
 typedef struct kysod_peers kysod_peers;
 kyso_status kysod__peers_open(kysod *d, kyso_err *err) KYSO_MUST_CHECK;
+/* Stops the fetcher (before the cluster closes); kysod__peers_close frees
+ * (after it closed). */
+void kysod__peers_stop(kysod *d);
 void kysod__peers_close(kysod *d);
 kyso_status kysod__peers_replicate(kysod *d, const uint8_t sha[32], kyso_err *err) KYSO_MUST_CHECK;
 void kysod__peers_want(kysod *d, const uint8_t sha[32]);

@@ -33,6 +33,7 @@
 #define FETCH_ATTEMPTS 120     /* then the id is given up on, loudly (scrub finds it) */
 #define FETCH_BACKOFF_MS 500
 #define PEER_CALL_MS 30000     /* one peer's HasBlob/GetBlob/PutBlob, at most */
+#define PEER_SLOTS (4 * CLUSTER_MAX_MEMBERS) /* members over kysod's life, address changes included */
 
 typedef struct want {
   uint8_t sha[32];
@@ -43,13 +44,16 @@ typedef struct want {
 
 struct kysod_peers {
   kysod *d;
+  /* Clients of the other members, by id, opened on first use: the members
+   * come from the replicated Raft configuration, so nodes added later are
+   * reached too. Under cmu. */
+  pthread_mutex_t cmu;
   size_t n;
   struct {
-    unsigned id;
-    char rpc[128];
+    uint64_t id;
+    char rpc[CLUSTER_MAX_ADDRESS + 1];
     kyso_client *client;
-  } peer[KYSO_MAX_CLUSTER_MEMBERS];
-  size_t majority_peers; /* peers that must hold a blob besides this node */
+  } peer[PEER_SLOTS];
 
   pthread_mutex_t mu;
   pthread_cond_t wake;
@@ -59,6 +63,62 @@ struct kysod_peers {
   pthread_t fetcher;
   int fetcher_started;
 };
+
+/* The other members this node can call now (indexes into p->peer), and
+ * how many of them must hold a blob for a majority of the voters. */
+typedef struct peer_set {
+  size_t idx[CLUSTER_MAX_MEMBERS];
+  size_t n;
+  size_t majority_peers;
+} peer_set;
+
+/* A slot is never reused or closed while kysod runs (a call on another
+ * thread may be using its client): a member whose address changed gets a
+ * new slot. Under cmu. */
+static kyso_client *client_for(kysod_peers *p, uint64_t id, const char *rpc, size_t *slot) {
+  const kyso_config *cfg = &p->d->cfg;
+  for (size_t i = 0; i < p->n; i++)
+    if (p->peer[i].id == id && strcmp(p->peer[i].rpc, rpc) == 0) {
+      *slot = i;
+      return p->peer[i].client;
+    }
+  if (p->n == PEER_SLOTS) return NULL;
+  kyso_client_opts o = {.target = rpc,
+                        .ca_file = cfg->peer_ca[0] ? cfg->peer_ca : cfg->client_ca,
+                        .cert_file = cfg->tls_cert,
+                        .key_file = cfg->tls_key};
+  kyso_client *c = NULL;
+  kyso_err err = {0};
+  if (kyso_client_open(&o, &c, &err) != KYSO_OK) {
+    kyso_log(KYSO_LOG_WARN, "peers: cannot prepare a connection to node %" PRIu64 " (%s): %s", id,
+             rpc, err.msg);
+    return NULL;
+  }
+  size_t i = p->n++;
+  p->peer[i].id = id;
+  snprintf(p->peer[i].rpc, sizeof(p->peer[i].rpc), "%s", rpc);
+  p->peer[i].client = c;
+  *slot = i;
+  return c;
+}
+
+static void peer_set_now(kysod_peers *p, peer_set *ps) {
+  cluster_info in;
+  size_t voters = 0;
+  memset(ps, 0, sizeof(*ps));
+  if (p->d->cluster == NULL) return;
+  cluster_get_info(p->d->cluster, &in);
+  pthread_mutex_lock(&p->cmu);
+  for (size_t i = 0; i < in.member_count; i++) {
+    voters += in.members[i].voter;
+    size_t slot = 0;
+    if (in.members[i].id == in.id || in.members[i].rpc_address[0] == '\0') continue;
+    if (client_for(p, in.members[i].id, in.members[i].rpc_address, &slot) != NULL)
+      ps->idx[ps->n++] = slot;
+  }
+  pthread_mutex_unlock(&p->cmu);
+  ps->majority_peers = voters / 2; /* plus this node: a majority of the voters */
+}
 
 static int64_t now_ms(void) {
   struct timespec t;
@@ -88,12 +148,12 @@ static kyso_status peer_has(kysod_peers *p, size_t i, const char *hex, int *pres
     st = kyso_client_call(p->peer[i].client, "/kyso.v1.Peer/HasBlob", req, len, PEER_CALL_MS, &r,
                           err);
   if (st == KYSO_OK && r.grpc_status != 0)
-    st = kyso_fail(err, KYSO_UNAVAILABLE, "node %u (%s) HasBlob: status %d: %s", p->peer[i].id,
+    st = kyso_fail(err, KYSO_UNAVAILABLE, "node %" PRIu64 " (%s) HasBlob: status %d: %s", p->peer[i].id,
                    p->peer[i].rpc, r.grpc_status, r.message);
   if (st == KYSO_OK) {
     Kyso__V1__BlobState *s = kyso__v1__blob_state__unpack(NULL, r.len, r.data);
     if (s == NULL)
-      st = kyso_fail(err, KYSO_INTERNAL, "node %u answered HasBlob with no BlobState",
+      st = kyso_fail(err, KYSO_INTERNAL, "node %" PRIu64 " answered HasBlob with no BlobState",
                      p->peer[i].id);
     else
       *present = s->present;
@@ -151,7 +211,7 @@ static kyso_status peer_put(kysod_peers *p, size_t i, const uint8_t sha[32], con
   st = kyso_stream_finish(s, &reply, err);
   s = NULL;
   if (st == KYSO_OK && reply.grpc_status != 0)
-    st = kyso_fail(err, KYSO_UNAVAILABLE, "node %u (%s) PutBlob: status %d: %s", p->peer[i].id,
+    st = kyso_fail(err, KYSO_UNAVAILABLE, "node %" PRIu64 " (%s) PutBlob: status %d: %s", p->peer[i].id,
                    p->peer[i].rpc, reply.grpc_status, reply.message);
 out:
   kyso_stream_cancel(s);
@@ -164,12 +224,15 @@ kyso_status kysod__peers_replicate(kysod *d, const uint8_t sha[32], kyso_err *er
   kysod_peers *p = d->peers;
   char hex[65], why[KYSO_ERR_MSG_MAX] = "";
   size_t holding = 0;
-  if (p == NULL || p->majority_peers == 0) return KYSO_OK;
+  peer_set ps;
+  if (p == NULL) return KYSO_OK;
+  peer_set_now(p, &ps);
+  if (ps.majority_peers == 0) return KYSO_OK;
   kyso_hex(sha, 32, hex);
   /* Start at a different peer for each document, so copies spread. */
-  size_t first = (size_t)sha[0] % p->n;
-  for (size_t k = 0; k < p->n && holding < p->majority_peers; k++) {
-    size_t i = (first + k) % p->n;
+  size_t first = ps.n ? (size_t)sha[0] % ps.n : 0;
+  for (size_t k = 0; k < ps.n && holding < ps.majority_peers; k++) {
+    size_t i = ps.idx[(first + k) % ps.n];
     kyso_err e = {0};
     int present = 0;
     kyso_status st = peer_has(p, i, hex, &present, &e);
@@ -179,11 +242,11 @@ kyso_status kysod__peers_replicate(kysod *d, const uint8_t sha[32], kyso_err *er
     else
       snprintf(why, sizeof(why), "%s", e.msg);
   }
-  if (holding >= p->majority_peers) return KYSO_OK;
+  if (holding >= ps.majority_peers) return KYSO_OK;
   return kyso_fail(err, KYSO_UNAVAILABLE,
                    "document %s is stored on %zu of the %zu nodes a majority needs (%s): nothing "
                    "was recorded; retry with the same request_id",
-                   hex, holding + 1, p->majority_peers + 1, why[0] ? why : "no peer reachable");
+                   hex, holding + 1, ps.majority_peers + 1, why[0] ? why : "no peer reachable");
 }
 
 /* Fetches sha from peer i into the local archive. */
@@ -211,7 +274,7 @@ static kyso_status peer_get(kysod_peers *p, size_t i, const uint8_t sha[32], con
     Kyso__V1__BlobChunk *m = kyso__v1__blob_chunk__unpack(NULL, dl, data);
     free(data);
     if (m == NULL || m->chunk.len > KYSO_CHUNK_SIZE) {
-      st = kyso_fail(err, KYSO_INTERNAL, "node %u sent a bad BlobChunk", p->peer[i].id);
+      st = kyso_fail(err, KYSO_INTERNAL, "node %" PRIu64 " sent a bad BlobChunk", p->peer[i].id);
     } else {
       if (n == 0) want_size = m->size;
       st = archive_upload_write(up, m->chunk.data, m->chunk.len, err);
@@ -223,14 +286,14 @@ static kyso_status peer_get(kysod_peers *p, size_t i, const uint8_t sha[32], con
   if (st == KYSO_OK) st = fin;
   if (st == KYSO_OK && reply.grpc_status != 0)
     st = kyso_fail(err, reply.grpc_status == 5 ? KYSO_NOT_FOUND : KYSO_UNAVAILABLE,
-                   "node %u (%s) GetBlob: status %d: %s", p->peer[i].id, p->peer[i].rpc,
+                   "node %" PRIu64 " (%s) GetBlob: status %d: %s", p->peer[i].id, p->peer[i].rpc,
                    reply.grpc_status, reply.message);
   if (st == KYSO_OK) {
     /* Stored only if the bytes are the blob they were asked for. */
     st = archive_upload_finish(up, sha, got, &size, err);
     up = NULL;
     if (st == KYSO_OK && size != want_size)
-      kyso_log(KYSO_LOG_WARN, "peers: node %u announced %llu bytes for %s and sent %llu",
+      kyso_log(KYSO_LOG_WARN, "peers: node %" PRIu64 " announced %llu bytes for %s and sent %llu",
                p->peer[i].id, (unsigned long long)want_size, hex, (unsigned long long)size);
   }
   archive_upload_abort(up);
@@ -247,11 +310,13 @@ static int fetch_one(kysod_peers *p, want *w) {
   kyso_err err = {0};
   if (archive_blob_size(p->d->archive, w->sha, &size, &err) == KYSO_OK) return 1;
   kyso_hex(w->sha, 32, hex);
-  for (size_t k = 0; k < p->n; k++) {
-    size_t i = (w->attempts + k) % p->n;
+  peer_set ps;
+  peer_set_now(p, &ps);
+  for (size_t k = 0; k < ps.n; k++) {
+    size_t i = ps.idx[(w->attempts + k) % ps.n];
     kyso_err e = {0};
     if (peer_get(p, i, w->sha, hex, &e) == KYSO_OK) {
-      kyso_log(KYSO_LOG_DEBUG, "peers: fetched %s from node %u", hex, p->peer[i].id);
+      kyso_log(KYSO_LOG_DEBUG, "peers: fetched %s from node %" PRIu64, hex, p->peer[i].id);
       return 1;
     }
     snprintf(why, sizeof(why), "%s", e.msg);
@@ -308,7 +373,7 @@ static void *fetcher_main(void *arg) {
 
 void kysod__peers_want(kysod *d, const uint8_t sha[32]) {
   kysod_peers *p = d->peers;
-  if (p == NULL || p->n == 0) return;
+  if (p == NULL) return;
   want *w = calloc(1, sizeof(*w));
   if (w == NULL) return;
   memcpy(w->sha, sha, 32);
@@ -325,36 +390,21 @@ void kysod__peers_want(kysod *d, const uint8_t sha[32]) {
 }
 
 kyso_status kysod__peers_open(kysod *d, kyso_err *err) {
-  const kyso_config *cfg = &d->cfg;
-  if (cfg->member_count == 0) return KYSO_OK;
+  if (d->cfg.member_count == 0) return KYSO_OK;
   kysod_peers *p = calloc(1, sizeof(*p));
   if (p == NULL) return kyso_fail(err, KYSO_RESOURCE_EXHAUSTED, "out of memory");
   p->d = d;
   pthread_mutex_init(&p->mu, NULL);
+  pthread_mutex_init(&p->cmu, NULL);
   pthread_cond_init(&p->wake, NULL);
   d->peers = p;
-  const char *ca = cfg->peer_ca[0] ? cfg->peer_ca : cfg->client_ca;
-  for (size_t i = 0; i < cfg->member_count; i++) {
-    if (cfg->members[i].id == cfg->node_id) continue;
-    size_t k = p->n++;
-    p->peer[k].id = cfg->members[i].id;
-    snprintf(p->peer[k].rpc, sizeof(p->peer[k].rpc), "%s", cfg->members[i].rpc);
-    kyso_client_opts o = {.target = cfg->members[i].rpc,
-                          .ca_file = ca,
-                          .cert_file = cfg->tls_cert,
-                          .key_file = cfg->tls_key};
-    if (kyso_client_open(&o, &p->peer[k].client, err) != KYSO_OK)
-      return kyso_err_wrap(err, "preparing the connection to node %u (%s)", p->peer[k].id,
-                           p->peer[k].rpc);
-  }
-  p->majority_peers = cfg->member_count / 2; /* plus this node: a majority */
   if (pthread_create(&p->fetcher, NULL, fetcher_main, p) != 0)
     return kyso_fail(err, KYSO_INTERNAL, "cannot start the blob fetcher thread");
   p->fetcher_started = 1;
   return KYSO_OK;
 }
 
-void kysod__peers_close(kysod *d) {
+void kysod__peers_stop(kysod *d) {
   kysod_peers *p = d->peers;
   if (p == NULL) return;
   pthread_mutex_lock(&p->mu);
@@ -362,12 +412,20 @@ void kysod__peers_close(kysod *d) {
   pthread_cond_signal(&p->wake);
   pthread_mutex_unlock(&p->mu);
   if (p->fetcher_started) pthread_join(p->fetcher, NULL);
+  p->fetcher_started = 0;
+}
+
+void kysod__peers_close(kysod *d) {
+  kysod_peers *p = d->peers;
+  if (p == NULL) return;
+  kysod__peers_stop(d);
   for (want *w = p->head, *next; w != NULL; w = next) {
     next = w->next;
     free(w);
   }
   for (size_t i = 0; i < p->n; i++) kyso_client_close(p->peer[i].client);
   pthread_mutex_destroy(&p->mu);
+  pthread_mutex_destroy(&p->cmu);
   pthread_cond_destroy(&p->wake);
   free(p);
   d->peers = NULL;

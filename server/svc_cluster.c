@@ -1,6 +1,7 @@
 /* kysod — kyso.v1.Cluster/Status: the Raft group as this node sees it. */
 #include <stdlib.h>
 
+#include "kyso/log.h"
 #include "kysod.h"
 
 #include "kyso/v1/cluster.pb-c.h"
@@ -12,17 +13,7 @@ static char *rpc_of(const kysod *d, uint64_t id) {
   return "";
 }
 
-void kysod__cluster_status(rpc_call *call, void *app) {
-  kysod *d = app;
-  size_t len;
-  const uint8_t *data = rpc_call_request(call, &len);
-  Kyso__V1__ClusterStatusRequest *req = kyso__v1__cluster_status_request__unpack(NULL, len, data);
-  if (req == NULL) {
-    rpc_call_finish(call, KYSO_INVALID_ARGUMENT,
-                    "request is not a valid kyso.v1.ClusterStatusRequest", NULL, 0);
-    return;
-  }
-  kyso__v1__cluster_status_request__free_unpacked(req, NULL);
+static void reply_status(kysod *d, rpc_call *call) {
   Kyso__V1__ClusterStatus resp = KYSO__V1__CLUSTER_STATUS__INIT;
   Kyso__V1__ClusterMember members[CLUSTER_MAX_MEMBERS], *ptrs[CLUSTER_MAX_MEMBERS];
   cluster_info in;
@@ -49,11 +40,94 @@ void kysod__cluster_status(rpc_call *call, void *app) {
     kyso__v1__cluster_member__init(&members[i]);
     members[i].id = in.members[i].id;
     members[i].raft_address = in.members[i].raft_address;
-    members[i].rpc_address = rpc_of(d, in.members[i].id);
+    members[i].rpc_address =
+        in.members[i].rpc_address[0] ? in.members[i].rpc_address : rpc_of(d, in.members[i].id);
     members[i].voter = in.members[i].voter;
     ptrs[i] = &members[i];
   }
   resp.n_members = in.member_count;
   resp.members = ptrs;
   kysod__reply(call, &resp.base);
+}
+
+void kysod__cluster_status(rpc_call *call, void *app) {
+  size_t len;
+  const uint8_t *data = rpc_call_request(call, &len);
+  Kyso__V1__ClusterStatusRequest *req = kyso__v1__cluster_status_request__unpack(NULL, len, data);
+  if (req == NULL) {
+    rpc_call_finish(call, KYSO_INVALID_ARGUMENT,
+                    "request is not a valid kyso.v1.ClusterStatusRequest", NULL, 0);
+    return;
+  }
+  kyso__v1__cluster_status_request__free_unpacked(req, NULL);
+  reply_status(app, call);
+}
+
+/* Runs one membership change and answers with the status after it. */
+static void change(kysod *d, rpc_call *call, cluster_change_op op, uint64_t id, const char *raft,
+                   const char *rpc) {
+  kyso_err err = {0};
+  kyso_status st;
+  if (d->cluster == NULL)
+    st = kyso_fail(&err, KYSO_FAILED_PRECONDITION,
+                   "node %u runs alone ([cluster] lists no members): there is no membership to "
+                   "change",
+                   d->cfg.node_id);
+  else
+    st = cluster_change_wait(d->cluster, op, id, raft, rpc, rpc_call_remaining_ms(call), &err);
+  if (st != KYSO_OK) {
+    kyso_log(KYSO_LOG_WARN, "cluster change %d of node %llu by %s failed: %s", (int)op,
+             (unsigned long long)id, rpc_call_peer(call)->principal, err.msg);
+    rpc_call_finish(call, st, err.msg, NULL, 0);
+    return;
+  }
+  kyso_log(KYSO_LOG_INFO, "cluster change %d of node %llu by %s", (int)op, (unsigned long long)id,
+           rpc_call_peer(call)->principal);
+  reply_status(d, call);
+}
+
+void kysod__cluster_add(rpc_call *call, void *app) {
+  size_t len;
+  const uint8_t *data = rpc_call_request(call, &len);
+  Kyso__V1__ClusterAddRequest *req = kyso__v1__cluster_add_request__unpack(NULL, len, data);
+  if (req == NULL) {
+    rpc_call_finish(call, KYSO_INVALID_ARGUMENT, "request is not a valid kyso.v1.ClusterAddRequest",
+                    NULL, 0);
+    return;
+  }
+  if (req->id == 0 || req->id > 65535 || req->rpc_address[0] == '\0')
+    rpc_call_finish(call, KYSO_INVALID_ARGUMENT,
+                    "a node is added with its id (1..65535, its [server] node_id), its Raft "
+                    "address and its client address",
+                    NULL, 0);
+  else
+    change(app, call, CLUSTER_CHANGE_ADD, req->id, req->raft_address, req->rpc_address);
+  kyso__v1__cluster_add_request__free_unpacked(req, NULL);
+}
+
+void kysod__cluster_remove(rpc_call *call, void *app) {
+  size_t len;
+  const uint8_t *data = rpc_call_request(call, &len);
+  Kyso__V1__ClusterRemoveRequest *req = kyso__v1__cluster_remove_request__unpack(NULL, len, data);
+  if (req == NULL) {
+    rpc_call_finish(call, KYSO_INVALID_ARGUMENT,
+                    "request is not a valid kyso.v1.ClusterRemoveRequest", NULL, 0);
+    return;
+  }
+  change(app, call, CLUSTER_CHANGE_REMOVE, req->id, NULL, NULL);
+  kyso__v1__cluster_remove_request__free_unpacked(req, NULL);
+}
+
+void kysod__cluster_transfer(rpc_call *call, void *app) {
+  size_t len;
+  const uint8_t *data = rpc_call_request(call, &len);
+  Kyso__V1__ClusterTransferRequest *req =
+      kyso__v1__cluster_transfer_request__unpack(NULL, len, data);
+  if (req == NULL) {
+    rpc_call_finish(call, KYSO_INVALID_ARGUMENT,
+                    "request is not a valid kyso.v1.ClusterTransferRequest", NULL, 0);
+    return;
+  }
+  change(app, call, CLUSTER_CHANGE_TRANSFER, req->id, NULL, NULL);
+  kyso__v1__cluster_transfer_request__free_unpacked(req, NULL);
 }

@@ -99,6 +99,22 @@ kyso_status cluster_submit_wait(cluster *c, const uint8_t *cmd, size_t len, int6
  * leader's name on a follower. */
 kyso_status cluster_barrier_wait(cluster *c, int64_t timeout_ms, kyso_err *err) KYSO_MUST_CHECK;
 
+/* Membership, one change at a time, on the leader. */
+typedef enum {
+  CLUSTER_CHANGE_ADD = 1,      /* id with raft_address/rpc_address: added, then promoted to
+                                  voter once it caught up with the log */
+  CLUSTER_CHANGE_REMOVE = 2,   /* id leaves the configuration */
+  CLUSTER_CHANGE_TRANSFER = 3, /* the leadership goes to id (0: the most up-to-date voter) */
+} cluster_change_op;
+/* UNAVAILABLE on a follower (naming the leader) or when the new node does
+ * not catch up (not running, or not started with join); FAILED_PRECONDITION
+ * for a change the configuration refuses (an id or address in use, an
+ * unknown id, another change under way); DEADLINE_EXCEEDED when timeout_ms
+ * passes first (the change may still complete: look at the status). */
+kyso_status cluster_change_wait(cluster *c, cluster_change_op op, uint64_t id,
+                                const char *raft_address, const char *rpc_address,
+                                int64_t timeout_ms, kyso_err *err) KYSO_MUST_CHECK;
+
 /* State, as the loop thread last saw it (refreshed every heartbeat). */
 typedef enum {
   CLUSTER_UNAVAILABLE = 0,
@@ -120,6 +136,7 @@ typedef struct cluster_info {
   struct {
     uint64_t id;
     char raft_address[CLUSTER_MAX_ADDRESS + 1];
+    char rpc_address[CLUSTER_MAX_ADDRESS + 1]; /* "" when unknown */
     int voter; /* 1 voter, 0 stand-by or spare */
   } members[CLUSTER_MAX_MEMBERS];
 } cluster_info;

@@ -19,7 +19,7 @@
 #include "cluster_internal.h"
 #include "testutil.h"
 
-#define MAX_NODES 3
+#define MAX_NODES 5
 #define WAIT_MS 20000
 
 typedef struct node {
@@ -31,7 +31,8 @@ typedef struct node {
 
 typedef struct fx {
   char *base;
-  size_t n;
+  size_t n;       /* nodes made */
+  size_t initial; /* of which the first `initial` bootstrap the cluster; the rest join */
   char raft_addr[MAX_NODES][32], rpc_addr[MAX_NODES][32];
   cluster_member members[MAX_NODES];
   node nodes[MAX_NODES];
@@ -85,13 +86,15 @@ static void pause_ms(int ms) {
 
 static void start_node(fx *f, size_t i) {
   node *nd = &f->nodes[i];
+  int join = i >= f->initial;
   kyso_err err = {0};
   nd->a = tu_open(nd->archive_dir, NULL);
   cluster_opts o = {.id = i + 1,
                     .dir = nd->raft_dir,
                     .archive = nd->a,
                     .members = f->members,
-                    .member_count = f->n,
+                    .member_count = join ? f->n : f->initial,
+                    .join = join,
                     .election_ms = 300,
                     .heartbeat_ms = 50};
   char cert[600], key[600], ca[600];
@@ -117,10 +120,11 @@ static void stop_node(fx *f, size_t i) {
 
 /* n nodes; with tls, each speaks mutual TLS with the cluster's PKI, except
  * the node numbered stranger (1-based; 0: none), which has another PKI's. */
-static fx *make(size_t n, int tls, size_t stranger) {
+static fx *make_grown(size_t n, size_t initial, int tls, size_t stranger) {
   fx *f = calloc(1, sizeof(*f));
   f->base = tu_tmpdir();
   f->n = n;
+  f->initial = initial;
   if (tls) {
     snprintf(f->pki[0], sizeof(f->pki[0]), "%s/pki", f->base);
     snprintf(f->pki[1], sizeof(f->pki[1]), "%s/stranger-pki", f->base);
@@ -143,9 +147,11 @@ static fx *make(size_t n, int tls, size_t stranger) {
     nd->archive_dir = tu_path(nd->dir, "archive");
     if (tls) nd->pki = f->pki[stranger == i + 1 ? 1 : 0];
   }
-  for (size_t i = 0; i < n; i++) start_node(f, i);
+  for (size_t i = 0; i < initial; i++) start_node(f, i);
   return f;
 }
+
+static fx *make(size_t n, int tls, size_t stranger) { return make_grown(n, n, tls, stranger); }
 
 static int teardown(void **state) {
   fx *f = *state;
@@ -346,6 +352,95 @@ static void test_entry_frames(void **state) {
   assert_false(cluster__unframe(&odd, &got, &got_len));
 }
 
+static size_t voters(node *nd) {
+  cluster_info in;
+  cluster_get_info(nd->c, &in);
+  size_t v = 0;
+  for (size_t i = 0; i < in.member_count; i++) v += in.members[i].voter;
+  return v;
+}
+
+static void wait_voters(node *nd, size_t want) {
+  int64_t end = now_ms() + WAIT_MS;
+  while (now_ms() < end && voters(nd) != want) pause_ms(10);
+  assert_int_equal(voters(nd), want);
+}
+
+/* Grow 3 -> 5 and shrink 5 -> 3 with writes between the changes; hand the
+ * leadership over; every write committed on the way is on every member. */
+static void test_membership(void **state) {
+  fx *f = *state = make_grown(5, 3, 1, 0);
+  kyso_err err = {0};
+  uint8_t sha[12][32];
+  int d = 0;
+  size_t leader = wait_leader(f);
+  assert_int_equal(put_doc(&f->nodes[leader], 300 + d, sha[d], &err), KYSO_OK);
+  d++;
+  for (size_t i = 3; i < 5; i++) {
+    start_node(f, i);
+    kyso_status st = cluster_change_wait(f->nodes[leader].c, CLUSTER_CHANGE_ADD, i + 1,
+                                         f->raft_addr[i], f->rpc_addr[i], WAIT_MS, &err);
+    if (st != KYSO_OK) fail_msg("adding node %zu: %s", i + 1, err.msg);
+    assert_int_equal(put_doc(&f->nodes[leader], 300 + d, sha[d], &err), KYSO_OK);
+    d++;
+  }
+  wait_voters(&f->nodes[leader], 5);
+  /* The same id again, and a change on a follower, are refused. */
+  assert_int_equal(cluster_change_wait(f->nodes[leader].c, CLUSTER_CHANGE_ADD, 4, "127.0.0.1:1",
+                                       NULL, WAIT_MS, &err),
+                   KYSO_FAILED_PRECONDITION);
+  size_t follower = (leader + 1) % 5;
+  assert_int_equal(cluster_change_wait(f->nodes[follower].c, CLUSTER_CHANGE_REMOVE, 5, NULL, NULL,
+                                       WAIT_MS, &err),
+                   KYSO_UNAVAILABLE);
+  assert_non_null(strstr(err.msg, "is not the leader"));
+  /* The new nodes hold every record. */
+  uint64_t li = 0;
+  assert_int_equal(archive_applied_index(f->nodes[leader].a, &li, &err), KYSO_OK);
+  wait_applied(&f->nodes[3], li);
+  wait_applied(&f->nodes[4], li);
+  for (int k = 0; k < d; k++) assert_true(has_doc(f->nodes[4].a, sha[k]));
+
+  /* Leadership to node 4, then shrink back to 1..3 from there. */
+  size_t target = 3;
+  if (leader == target) target = 4;
+  assert_int_equal(cluster_change_wait(f->nodes[leader].c, CLUSTER_CHANGE_TRANSFER, target + 1,
+                                       NULL, NULL, WAIT_MS, &err),
+                   KYSO_OK);
+  leader = wait_leader(f);
+  assert_int_equal(leader, target);
+  for (size_t gone = 3; gone < 5; gone++) {
+    if (gone == leader) continue;
+    assert_int_equal(cluster_change_wait(f->nodes[leader].c, CLUSTER_CHANGE_REMOVE, gone + 1,
+                                         NULL, NULL, WAIT_MS, &err),
+                     KYSO_OK);
+    stop_node(f, gone); /* out of the configuration: it hears no leader any more */
+    assert_int_equal(put_doc(&f->nodes[leader], 300 + d, sha[d], &err), KYSO_OK);
+    d++;
+  }
+  /* The leader leaves last: hand over to node 1 first. */
+  assert_int_equal(cluster_change_wait(f->nodes[leader].c, CLUSTER_CHANGE_TRANSFER, 1, NULL,
+                                       NULL, WAIT_MS, &err),
+                   KYSO_OK);
+  size_t old = leader;
+  leader = wait_leader(f);
+  assert_int_equal(leader, 0);
+  assert_int_equal(cluster_change_wait(f->nodes[0].c, CLUSTER_CHANGE_REMOVE, old + 1, NULL, NULL,
+                                       WAIT_MS, &err),
+                   KYSO_OK);
+  stop_node(f, old);
+  wait_voters(&f->nodes[0], 3);
+  assert_int_equal(put_doc(&f->nodes[0], 300 + d, sha[d], &err), KYSO_OK);
+  d++;
+  assert_int_equal(archive_applied_index(f->nodes[0].a, &li, &err), KYSO_OK);
+  for (size_t i = 0; i < 3; i++) {
+    wait_applied(&f->nodes[i], li);
+    for (int k = 0; k < d; k++) assert_true(has_doc(f->nodes[i].a, sha[k]));
+  }
+  assert_null(f->nodes[3].c);
+  assert_null(f->nodes[4].c);
+}
+
 /* A node whose certificate does not chain to the cluster's CA takes no
  * part: the other two elect a leader and commit without it, and it never
  * applies an entry. */
@@ -404,6 +499,7 @@ int main(void) {
       cmocka_unit_test_teardown(test_single_node_commits_and_restarts, teardown),
       cmocka_unit_test_teardown(test_three_nodes_replicate_and_survive_the_leader, teardown),
       cmocka_unit_test_teardown(test_tls_keeps_a_stranger_out, teardown),
+      cmocka_unit_test_teardown(test_membership, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

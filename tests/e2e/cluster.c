@@ -23,6 +23,7 @@
 #include <cmocka.h>
 
 #include "harness.h"
+#include "harness_cluster.h"
 #include "kyso/util.h"
 #include "kyso/v1/cluster.pb-c.h"
 
@@ -30,142 +31,36 @@
 #define PERSONAL KYSO__V1__KEY_ROLE__KEY_ROLE_PERSONAL
 #define EC KYSO__V1__KEY_ALGORITHM__KEY_ALGORITHM_EC_P256
 #define UNIT "H37.CL.001"
-#define WAIT_MS 30000
 #define DOCS 8
 
-static e2e *E[N];
-static int raft_port[N], rpc_port[N];
+static e2e_cluster CL;
+static e2e **E = CL.node;
+static int *rpc_port = CL.rpc_port;
 static char ids[3 * DOCS][65];
 static int n_ids;
 
-static int64_t now_ms(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
-static void pause_ms(int ms) {
-  struct timespec t = {ms / 1000, (long)(ms % 1000) * 1000000L};
-  nanosleep(&t, NULL);
-}
+#define now_ms e2e_now_ms
+#define pause_ms e2e_pause_ms
+#define WAIT_MS E2E_CLUSTER_WAIT_MS
 
 static int setup(void **state) {
   (void)state;
-  for (int i = 0; i < N; i++) {
-    raft_port[i] = e2e_free_port();
-    rpc_port[i] = e2e_free_port();
-  }
-  char members[1024] = "";
-  for (int i = 0; i < N; i++) {
-    char line[128];
-    snprintf(line, sizeof(line), "member = %d 127.0.0.1:%d 127.0.0.1:%d\n", i + 1, raft_port[i],
-             rpc_port[i]);
-    strcat(members, line);
-  }
-  for (int i = 0; i < N; i++) {
-    E[i] = e2e_new();
-    assert_non_null(E[i]);
-  }
-  /* The nodes trust each other's PKIs and know each other as peers (each
-   * calls the others with its own server certificate). */
-  char bundle[512];
-  snprintf(bundle, sizeof(bundle), "%s/peers-ca.pem", E[0]->dir);
-  for (int i = 0; i < N; i++)
-    assert_int_equal(e2e_sh(NULL, "cat '%s/root.pem' '%s/chain.pem' >> '%s'", E[i]->pki,
-                            E[i]->pki, bundle),
-                     0);
-  char callers[2048] = "";
-  for (int j = 0; j < N; j++) {
-    char fp_file[600], line[256];
-    snprintf(fp_file, sizeof(fp_file), "%s/fp.txt", E[j]->dir);
-    assert_int_equal(e2e_sh(NULL,
-                            "openssl x509 -in '%s/server.pem' -noout -fingerprint -sha256 | "
-                            "cut -d= -f2 | tr -d '\\n' > '%s'",
-                            E[j]->pki, fp_file),
-                     0);
-    size_t n = 0;
-    char *fp = (char *)e2e_read_file(fp_file, &n);
-    assert_non_null(fp);
-    snprintf(line, sizeof(line), "\n[caller.node%d]\nfingerprint = %s\nroles = peer\n", j + 1,
-             fp);
-    strcat(callers, line);
-    free(fp);
-  }
-  for (int i = 0; i < N; i++) {
-    char text[4096];
-    /* The last node reads without a barrier: it shows what it holds. */
-    snprintf(text, sizeof(text),
-             "\n[server]\nnode_id = %d\nlisten = 127.0.0.1:%d\n\n[tls]\nclient_ca = %s\n"
-             "\n[cluster]\n%speer_ca = %s\nelection_ms = 600\nheartbeat_ms = 60\n%s%s",
-             i + 1, rpc_port[i], bundle, members, bundle,
-             i == N - 1 ? "stale_reads = true\n" : "", callers);
-    e2e_config_append(E[i], text);
-  }
+  /* The last node reads without a barrier: it shows what it holds. */
+  const char *extra[N] = {NULL, NULL, "stale_reads = true\n"};
+  assert_int_equal(e2e_cluster_new(&CL, N, N, extra), 0);
   return 0;
 }
 
 static int teardown(void **state) {
   (void)state;
-  for (int i = 0; i < N; i++) e2e_free(E[i]);
+  e2e_cluster_free(&CL);
   return 0;
 }
 
-static Kyso__V1__ClusterStatus *status_of(int i) {
-  Kyso__V1__ClusterStatusRequest req = KYSO__V1__CLUSTER_STATUS_REQUEST__INIT;
-  Kyso__V1__ClusterStatus *s = NULL;
-  char msg[256];
-  int st = e2e_call(E[i], E2E_OPS, "/kyso.v1.Cluster/Status", &req.base,
-                    &kyso__v1__cluster_status__descriptor, 5000, (ProtobufCMessage **)&s, msg,
-                    sizeof(msg));
-  if (st != 0) E2E_FAIL("Cluster.Status on node %d: status %d (%s)", i + 1, st, msg);
-  return s;
-}
-
-/* The node all running nodes name as leader, once it says it leads. */
-static int wait_leader(const int *up) {
-  int64_t start = now_ms();
-  while (now_ms() - start < WAIT_MS) {
-    uint64_t agreed = 0;
-    int ok = 1;
-    for (int i = 0; i < N && ok; i++) {
-      if (!up[i]) continue;
-      Kyso__V1__ClusterStatus *s = status_of(i);
-      if (s->leader_id == 0 || (agreed && s->leader_id != agreed)) ok = 0;
-      agreed = s->leader_id;
-      kyso__v1__cluster_status__free_unpacked(s, NULL);
-    }
-    if (ok && agreed >= 1 && agreed <= N && up[agreed - 1]) {
-      Kyso__V1__ClusterStatus *s = status_of((int)agreed - 1);
-      int leads = strcmp(s->state, "leader") == 0;
-      kyso__v1__cluster_status__free_unpacked(s, NULL);
-      if (leads) {
-        printf("leader: node %llu after %lld ms\n", (unsigned long long)agreed,
-               (long long)(now_ms() - start));
-        return (int)agreed - 1;
-      }
-    }
-    pause_ms(20);
-  }
-  E2E_FAIL("no leader agreed within %d ms", WAIT_MS);
-}
-
-static uint64_t applied_of(int i) {
-  Kyso__V1__ClusterStatus *s = status_of(i);
-  uint64_t a = s->applied_index;
-  kyso__v1__cluster_status__free_unpacked(s, NULL);
-  return a;
-}
-
-static void wait_applied(int i, uint64_t index) {
-  int64_t end = now_ms() + WAIT_MS;
-  uint64_t have = 0;
-  while (now_ms() < end) {
-    if ((have = applied_of(i)) >= index) return;
-    pause_ms(20);
-  }
-  E2E_FAIL("node %d applied %llu, not %llu, within %d ms", i + 1, (unsigned long long)have,
-           (unsigned long long)index, WAIT_MS);
-}
+static int wait_leader(const int *up) { return e2e_cluster_wait_leader(&CL, up); }
+static uint64_t applied_of(int i) { return e2e_cluster_applied(&CL, i); }
+static void wait_applied(int i, uint64_t index) { e2e_cluster_wait_applied(&CL, i, index); }
+static Kyso__V1__ClusterStatus *status_of(int i) { return e2e_cluster_status(&CL, i); }
 
 /* Waits until node serves the bytes of id (they may still be on their way
  * to it), and checks they hash to id. */

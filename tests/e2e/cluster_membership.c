@@ -1,0 +1,205 @@
+/* e2e_cluster_membership: grow a 3-node cluster to 5 and shrink it back to
+ * 3 with `kyso cluster add|remove`, while a writer keeps putting documents
+ * (retrying an unavailable write with the same request id, following the
+ * leader the refusal names). No acknowledged write fails or goes missing:
+ * at the end every acknowledged document is on the leader, its bytes
+ * included, and the writer saw no error other than UNAVAILABLE. The added
+ * nodes catch up with the whole log and serve what was written before
+ * they joined; a change on a follower is refused naming the leader. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "harness.h"
+#include "harness_cluster.h"
+
+#define N 5
+#define INITIAL 3
+#define UNIT "H37.MB.001"
+#define MAX_DOCS 4096
+
+static e2e_cluster CL;
+
+/* The writer: its own client per node, the leader it believes in. */
+static struct {
+  pthread_t thread;
+  kyso_client *client[N];
+  atomic_int leader;
+  atomic_int stop;
+  atomic_int acked;
+  char ids[MAX_DOCS][65]; /* [0, acked) are written before acked moves past them */
+  atomic_int hard_errors; /* anything but UNAVAILABLE */
+  char last_error[512];   /* read after the writer stopped */
+  atomic_int retries;
+} W;
+
+static int setup(void **state) {
+  (void)state;
+  const char *extra[N] = {"stale_reads = true\n", NULL, NULL, "stale_reads = true\n",
+                          "stale_reads = true\n"};
+  assert_int_equal(e2e_cluster_new(&CL, N, INITIAL, extra), 0);
+  return 0;
+}
+
+static int teardown(void **state) {
+  (void)state;
+  for (int i = 0; i < N; i++) kyso_client_close(W.client[i]);
+  e2e_cluster_free(&CL);
+  return 0;
+}
+
+/* "... the leader is node K at ..." in a refusal: K-1, or -1. */
+static int named_leader(const char *msg) {
+  const char *p = strstr(msg, "the leader is node ");
+  if (p == NULL) return -1;
+  int k = atoi(p + strlen("the leader is node "));
+  return k >= 1 && k <= N ? k - 1 : -1;
+}
+
+static void *writer(void *arg) {
+  (void)arg;
+  for (uint64_t seed = 1; !W.stop && W.acked < MAX_DOCS; seed++) {
+    uint8_t doc[3000];
+    char rid[32], msg[512];
+    Kyso__V1__PutHeader hdr = KYSO__V1__PUT_HEADER__INIT;
+    Kyso__V1__DocumentMetadata meta = KYSO__V1__DOCUMENT_METADATA__INIT;
+    e2e_fill(doc, sizeof(doc), seed + 7000, 0);
+    snprintf(rid, sizeof(rid), "mb-%llu", (unsigned long long)seed);
+    meta.unit = UNIT;
+    meta.issue_date = "2026-12-03";
+    hdr.metadata = &meta;
+    hdr.request_id = rid;
+    /* The same request id until it is acknowledged (idempotent). */
+    for (int attempt = 0; attempt < 200; attempt++) {
+      Kyso__V1__DocumentInfo *info = NULL;
+      int st = e2e_put_with(W.client[W.leader], &hdr, doc, sizeof(doc), NULL, 20000, &info, msg,
+                            sizeof(msg));
+      if (st == 0) {
+        snprintf(W.ids[W.acked], 65, "%s", info->id);
+        W.acked++;
+        kyso__v1__document_info__free_unpacked(info, NULL);
+        break;
+      }
+      if (st != 14) {
+        W.hard_errors++;
+        snprintf(W.last_error, sizeof(W.last_error), "status %d: %.480s", st, msg);
+        break;
+      }
+      W.retries++;
+      int k = named_leader(msg);
+      if (k >= 0) W.leader = k;
+      e2e_pause_ms(50); /* back-off before a retry */
+    }
+  }
+  return NULL;
+}
+
+static int cli(int node, const char *const *args) {
+  const char *out = e2e_path(CL.node[node], "work/cli.txt");
+  int rc = e2e_kyso(CL.node[node], E2E_OPS, out, args);
+  if (rc != 0) {
+    size_t n = 0;
+    char *text = (char *)e2e_read_file(out, &n);
+    fprintf(stderr, "kyso %s %s: exit %d: %s\n", args[0], args[1], rc, text ? text : "");
+    free(text);
+  }
+  return rc;
+}
+
+static int wait_acked(int more) {
+  int want = W.acked + more;
+  int64_t end = e2e_now_ms() + E2E_CLUSTER_WAIT_MS;
+  while (W.acked < want && W.hard_errors == 0 && e2e_now_ms() < end) e2e_pause_ms(20);
+  return W.acked >= want;
+}
+
+static void test_grow_and_shrink_under_writes(void **state) {
+  (void)state;
+  int up[N] = {1, 1, 1, 0, 0};
+  char id_s[8], raft[32], rpc[32];
+  for (int i = 0; i < INITIAL; i++) e2e_start(CL.node[i], NULL);
+  int leader = e2e_cluster_wait_leader(&CL, up);
+  for (int i = 0; i < N; i++) W.client[i] = e2e_client_open(CL.node[i], E2E_DMS);
+  W.leader = leader;
+  assert_int_equal(pthread_create(&W.thread, NULL, writer, NULL), 0);
+  if (!wait_acked(10)) E2E_FAIL("the writer got no 10 documents in");
+
+  /* Grow: start each new node with join = true, then add it. */
+  for (int i = INITIAL; i < N; i++) {
+    e2e_start(CL.node[i], NULL);
+    up[i] = 1;
+    snprintf(id_s, sizeof(id_s), "%d", i + 1);
+    snprintf(raft, sizeof(raft), "127.0.0.1:%d", CL.raft_port[i]);
+    snprintf(rpc, sizeof(rpc), "127.0.0.1:%d", CL.rpc_port[i]);
+    const char *add[] = {"cluster", "add", id_s, raft, rpc, NULL};
+    E2E_EQ("kyso cluster add", cli(leader, add), 0);
+    if (!wait_acked(10)) E2E_FAIL("writes stalled after adding node %d", i + 1);
+  }
+  E2E_EQ("voters after growing", e2e_cluster_voters(&CL, leader), 5);
+  /* A change sent to a follower is refused and names the leader. */
+  int follower = (leader + 1) % INITIAL;
+  const char *bad[] = {"cluster", "remove", "5", NULL};
+  if (cli(follower, bad) == 0) E2E_FAIL("kyso cluster remove on a follower succeeded");
+  if (!e2e_file_contains(e2e_path(CL.node[follower], "work/cli.txt"), "is not the leader"))
+    E2E_FAIL("the follower's refusal does not name the leader");
+  /* The new nodes caught up with the whole log, documents from before they joined included. */
+  uint64_t idx = e2e_cluster_applied(&CL, leader);
+  for (int i = INITIAL; i < N; i++) {
+    e2e_cluster_wait_applied(&CL, i, idx);
+    Kyso__V1__DocumentInfo *info = NULL;
+    char msg[512];
+    int st = e2e_stat_with(CL.node[i]->clients[E2E_ARCH], W.ids[0], 0, 10000, &info, msg,
+                           sizeof(msg));
+    if (st != 0) E2E_FAIL("node %d lacks the first document: status %d (%s)", i + 1, st, msg);
+    kyso__v1__document_info__free_unpacked(info, NULL);
+  }
+
+  /* Shrink: remove the two new nodes one at a time, then stop them. */
+  for (int i = N - 1; i >= INITIAL; i--) {
+    snprintf(id_s, sizeof(id_s), "%d", i + 1);
+    const char *rm[] = {"cluster", "remove", id_s, NULL};
+    E2E_EQ("kyso cluster remove", cli(leader, rm), 0);
+    E2E_EQ("clean stop of a removed node", e2e_stop(CL.node[i]), 0);
+    up[i] = 0;
+    if (!wait_acked(10)) E2E_FAIL("writes stalled after removing node %d", i + 1);
+  }
+  E2E_EQ("voters after shrinking", e2e_cluster_voters(&CL, leader), 3);
+  W.stop = 1;
+  pthread_join(W.thread, NULL);
+  printf("%d documents acknowledged during the changes, %d retries, %d other errors\n",
+         atomic_load(&W.acked), atomic_load(&W.retries), atomic_load(&W.hard_errors));
+  if (W.hard_errors != 0) E2E_FAIL("the writer saw a failure: %s", W.last_error);
+
+  /* Every acknowledged document, bytes included, is on every remaining node. */
+  idx = e2e_cluster_applied(&CL, leader);
+  for (int i = 0; i < INITIAL; i++) e2e_cluster_wait_applied(&CL, i, idx);
+  for (int k = 0; k < W.acked; k++) {
+    e2e_got g;
+    char msg[512];
+    memset(&g, 0, sizeof(g));
+    int st = e2e_get_with(CL.node[leader]->clients[E2E_ARCH], W.ids[k], 0, NULL, 10000, &g, msg,
+                          sizeof(msg));
+    if (st != 0 || strcmp(g.sha256, W.ids[k]) != 0)
+      E2E_FAIL("acknowledged document %s: status %d (%s)", W.ids[k], st, msg);
+    e2e_got_free(&g);
+    Kyso__V1__DocumentInfo *info = NULL;
+    st = e2e_stat_with(CL.node[0]->clients[E2E_ARCH], W.ids[k], 0, 10000, &info, msg, sizeof(msg));
+    if (st != 0) E2E_FAIL("document %s missing on node 1: status %d (%s)", W.ids[k], st, msg);
+    kyso__v1__document_info__free_unpacked(info, NULL);
+  }
+  for (int i = 0; i < INITIAL; i++) E2E_EQ("clean stop", e2e_stop(CL.node[i]), 0);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_grow_and_shrink_under_writes),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,146 @@
+/* e2e harness: clusters of kysod processes on loopback. Each node keeps its
+ * own throw-away PKI and token (e2e_new); the nodes trust each other's CAs
+ * and list each other's server certificates as callers with role peer. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "harness.h"
+#include "harness_cluster.h"
+
+int64_t e2e_now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+void e2e_pause_ms(int ms) {
+  struct timespec t = {ms / 1000, (long)(ms % 1000) * 1000000L};
+  nanosleep(&t, NULL);
+}
+
+static int append(char *buf, size_t size, const char *text) {
+  size_t used = strlen(buf), n = strlen(text);
+  if (used + n >= size) return -1;
+  memcpy(buf + used, text, n + 1);
+  return 0;
+}
+
+int e2e_cluster_new(e2e_cluster *cl, int n, int initial, const char *const *extra) {
+  char members_initial[1024] = "", members_all[1024] = "", callers[4096] = "";
+  memset(cl, 0, sizeof(*cl));
+  if (n < 1 || n > E2E_CLUSTER_MAX || initial < 1 || initial > n) return -1;
+  cl->n = n;
+  for (int i = 0; i < n; i++) {
+    char line[128];
+    cl->raft_port[i] = e2e_free_port();
+    cl->rpc_port[i] = e2e_free_port();
+    snprintf(line, sizeof(line), "member = %d 127.0.0.1:%d 127.0.0.1:%d\n", i + 1,
+             cl->raft_port[i], cl->rpc_port[i]);
+    if ((i < initial && append(members_initial, sizeof(members_initial), line) != 0) ||
+        append(members_all, sizeof(members_all), line) != 0)
+      return -1;
+  }
+  for (int i = 0; i < n; i++)
+    if ((cl->node[i] = e2e_new()) == NULL) return -1;
+  snprintf(cl->bundle, sizeof(cl->bundle), "%s/peers-ca.pem", cl->node[0]->dir);
+  for (int i = 0; i < n; i++) {
+    if (e2e_sh(NULL, "cat '%s/root.pem' '%s/chain.pem' >> '%s'", cl->node[i]->pki,
+               cl->node[i]->pki, cl->bundle) != 0)
+      return -1;
+    char fp_file[600], line[256];
+    snprintf(fp_file, sizeof(fp_file), "%s/fp.txt", cl->node[i]->dir);
+    if (e2e_sh(NULL,
+               "openssl x509 -in '%s/server.pem' -noout -fingerprint -sha256 | cut -d= -f2 | "
+               "tr -d '\\n' > '%s'",
+               cl->node[i]->pki, fp_file) != 0)
+      return -1;
+    size_t len = 0;
+    char *fp = (char *)e2e_read_file(fp_file, &len);
+    if (fp == NULL) return -1;
+    snprintf(line, sizeof(line), "\n[caller.node%d]\nfingerprint = %s\nroles = peer\n", i + 1, fp);
+    free(fp);
+    if (append(callers, sizeof(callers), line) != 0) return -1;
+  }
+  for (int i = 0; i < n; i++) {
+    char text[8192];
+    snprintf(text, sizeof(text),
+             "\n[server]\nnode_id = %d\nlisten = 127.0.0.1:%d\n\n[tls]\nclient_ca = %s\n"
+             "\n[cluster]\n%speer_ca = %s\nelection_ms = 600\nheartbeat_ms = 60\n%s%s\n%s",
+             i + 1, cl->rpc_port[i], cl->bundle, i < initial ? members_initial : members_all,
+             cl->bundle, i < initial ? "" : "join = true\n",
+             extra != NULL && extra[i] != NULL ? extra[i] : "", callers);
+    e2e_config_append(cl->node[i], text);
+  }
+  return 0;
+}
+
+void e2e_cluster_free(e2e_cluster *cl) {
+  for (int i = 0; i < cl->n; i++) e2e_free(cl->node[i]);
+  memset(cl, 0, sizeof(*cl));
+}
+
+Kyso__V1__ClusterStatus *e2e_cluster_status(e2e_cluster *cl, int i) {
+  Kyso__V1__ClusterStatusRequest req = KYSO__V1__CLUSTER_STATUS_REQUEST__INIT;
+  Kyso__V1__ClusterStatus *s = NULL;
+  char msg[256];
+  int st = e2e_call(cl->node[i], E2E_OPS, "/kyso.v1.Cluster/Status", &req.base,
+                    &kyso__v1__cluster_status__descriptor, 5000, (ProtobufCMessage **)&s, msg,
+                    sizeof(msg));
+  if (st != 0) E2E_FAIL("Cluster.Status on node %d: status %d (%s)", i + 1, st, msg);
+  return s;
+}
+
+int e2e_cluster_wait_leader(e2e_cluster *cl, const int *up) {
+  int64_t start = e2e_now_ms();
+  while (e2e_now_ms() - start < E2E_CLUSTER_WAIT_MS) {
+    uint64_t agreed = 0;
+    int ok = 1;
+    for (int i = 0; i < cl->n && ok; i++) {
+      if (!up[i]) continue;
+      Kyso__V1__ClusterStatus *s = e2e_cluster_status(cl, i);
+      if (s->leader_id == 0 || (agreed && s->leader_id != agreed)) ok = 0;
+      agreed = s->leader_id;
+      kyso__v1__cluster_status__free_unpacked(s, NULL);
+    }
+    if (ok && agreed >= 1 && agreed <= (uint64_t)cl->n && up[agreed - 1]) {
+      Kyso__V1__ClusterStatus *s = e2e_cluster_status(cl, (int)agreed - 1);
+      int leads = strcmp(s->state, "leader") == 0;
+      kyso__v1__cluster_status__free_unpacked(s, NULL);
+      if (leads) {
+        printf("leader: node %llu after %lld ms\n", (unsigned long long)agreed,
+               (long long)(e2e_now_ms() - start));
+        return (int)agreed - 1;
+      }
+    }
+    e2e_pause_ms(20);
+  }
+  E2E_FAIL("no leader agreed within %d ms", E2E_CLUSTER_WAIT_MS);
+}
+
+uint64_t e2e_cluster_applied(e2e_cluster *cl, int i) {
+  Kyso__V1__ClusterStatus *s = e2e_cluster_status(cl, i);
+  uint64_t a = s->applied_index;
+  kyso__v1__cluster_status__free_unpacked(s, NULL);
+  return a;
+}
+
+void e2e_cluster_wait_applied(e2e_cluster *cl, int i, uint64_t index) {
+  int64_t end = e2e_now_ms() + E2E_CLUSTER_WAIT_MS;
+  uint64_t have = 0;
+  while (e2e_now_ms() < end) {
+    if ((have = e2e_cluster_applied(cl, i)) >= index) return;
+    e2e_pause_ms(20);
+  }
+  E2E_FAIL("node %d applied %llu, not %llu, within %d ms", i + 1, (unsigned long long)have,
+           (unsigned long long)index, E2E_CLUSTER_WAIT_MS);
+}
+
+int e2e_cluster_voters(e2e_cluster *cl, int i) {
+  Kyso__V1__ClusterStatus *s = e2e_cluster_status(cl, i);
+  int v = 0;
+  for (size_t k = 0; k < s->n_members; k++) v += s->members[k]->voter;
+  kyso__v1__cluster_status__free_unpacked(s, NULL);
+  return v;
+}

@@ -1,0 +1,45 @@
+/* e2e harness: clusters of real kysod processes on loopback (Raft over
+ * mutual TLS, document bytes over kyso.v1.Peer). Main thread only. */
+#ifndef KYSO_E2E_HARNESS_CLUSTER_H
+#define KYSO_E2E_HARNESS_CLUSTER_H
+
+#include <stdint.h>
+
+#include "harness.h"
+#include "kyso/v1/cluster.pb-c.h"
+
+#define E2E_CLUSTER_MAX 5
+#define E2E_CLUSTER_WAIT_MS 30000
+
+typedef struct e2e_cluster {
+  int n;
+  e2e *node[E2E_CLUSTER_MAX];
+  int raft_port[E2E_CLUSTER_MAX], rpc_port[E2E_CLUSTER_MAX];
+  char bundle[512]; /* every node's root and sub-CA */
+} e2e_cluster;
+
+/* n nodes (e2e_new each; not started). Nodes 1..initial bootstrap the
+ * cluster with each other as members; the others get every node as a
+ * member and join = true, to be added later. Every node trusts every
+ * node's CA and lists every node's server certificate as a caller with
+ * role peer. extra[i] (NULL, or entries NULL) is appended to node i+1's
+ * [cluster] section. 0 on success. */
+int e2e_cluster_new(e2e_cluster *cl, int n, int initial, const char *const *extra);
+void e2e_cluster_free(e2e_cluster *cl);
+
+/* Cluster.Status of node i (0-based), as the operator; fails the test if
+ * the call fails. Free with kyso__v1__cluster_status__free_unpacked. */
+Kyso__V1__ClusterStatus *e2e_cluster_status(e2e_cluster *cl, int i);
+/* The node (0-based) every node with up[i] names as leader, once it says
+ * it leads; fails the test after E2E_CLUSTER_WAIT_MS. */
+int e2e_cluster_wait_leader(e2e_cluster *cl, const int *up);
+uint64_t e2e_cluster_applied(e2e_cluster *cl, int i);
+void e2e_cluster_wait_applied(e2e_cluster *cl, int i, uint64_t index);
+/* Voters in node i's configuration. */
+int e2e_cluster_voters(e2e_cluster *cl, int i);
+
+int64_t e2e_now_ms(void);
+/* For polling observed state, never as synchronisation by itself. */
+void e2e_pause_ms(int ms);
+
+#endif
