@@ -20,6 +20,10 @@
 /* Between attempts to reach a peer: short, so a restarted peer is back in
  * well under a second. */
 #define CONNECT_RETRY_MS 200
+/* A follower this many entries behind, and not heard from within an
+ * election timeout, counts as unreachable (the leader copies documents to
+ * the others first). */
+#define REACHABLE_LAG 32
 
 const char *cluster_state_name(cluster_role_state s) {
   switch (s) {
@@ -79,6 +83,13 @@ void cluster__refresh_info(cluster *c) {
         if (c->members[k].id == in.members[i].id)
           copy_addr(in.members[i].rpc_address, c->members[k].rpc);
       in.members[i].voter = r->configuration.servers[i].role == RAFT_VOTER;
+      in.members[i].reachable = 1;
+      if (raft_state(r) == RAFT_LEADER && r->configuration.servers[i].id != c->id &&
+          r->leader_state.progress != NULL) {
+        const struct raft_progress *pg = &r->leader_state.progress[i];
+        in.members[i].reachable =
+            pg->recent_recv || pg->match_index + REACHABLE_LAG >= in.last_index;
+      }
       in.member_count++;
     }
   }

@@ -27,6 +27,7 @@ static const struct {
     {"timestamp", KYSO_ROLE_SERVICE | KYSO_ROLE_ARCHIVIST},
     {"cluster.status", KYSO_ROLE_OPERATOR | KYSO_ROLE_SERVICE | KYSO_ROLE_ARCHIVIST},
     {"cluster.admin", KYSO_ROLE_OPERATOR},
+    {"cluster.digest", KYSO_ROLE_OPERATOR | KYSO_ROLE_ARCHIVIST},
     {"peer.blob", KYSO_ROLE_PEER},
 };
 

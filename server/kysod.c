@@ -35,6 +35,7 @@ static const rpc_method methods[] = {
     {"/kyso.v1.Cluster/Add", "cluster.admin", kysod__cluster_add, RPC_UNARY},
     {"/kyso.v1.Cluster/Remove", "cluster.admin", kysod__cluster_remove, RPC_UNARY},
     {"/kyso.v1.Cluster/Transfer", "cluster.admin", kysod__cluster_transfer, RPC_UNARY},
+    {"/kyso.v1.Cluster/Digest", "cluster.digest", kysod__cluster_digest, RPC_UNARY},
     {"/kyso.v1.Peer/HasBlob", "peer.blob", kysod__peer_has_blob, RPC_UNARY},
     {"/kyso.v1.Peer/PutBlob", "peer.blob", kysod__peer_put_blob, RPC_CLIENT_STREAMING},
     {"/kyso.v1.Peer/GetBlob", "peer.blob", kysod__peer_get_blob, RPC_SERVER_STREAMING},

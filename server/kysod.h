@@ -91,6 +91,7 @@ void kysod__cluster_status(rpc_call *call, void *app);
 void kysod__cluster_add(rpc_call *call, void *app);
 void kysod__cluster_remove(rpc_call *call, void *app);
 void kysod__cluster_transfer(rpc_call *call, void *app);
+void kysod__cluster_digest(rpc_call *call, void *app);
 
 /* The key must exist in the token and have a certificate: NOT_FOUND or
  * FAILED_PRECONDITION telling the caller which step is missing. */
@@ -148,7 +149,8 @@ kyso_status kysod__peers_open(kysod *d, kyso_err *err) KYSO_MUST_CHECK;
  * (after it closed). */
 void kysod__peers_stop(kysod *d);
 void kysod__peers_close(kysod *d);
-kyso_status kysod__peers_replicate(kysod *d, const uint8_t sha[32], kyso_err *err) KYSO_MUST_CHECK;
+kyso_status kysod__peers_replicate(kysod *d, const uint8_t sha[32], int64_t timeout_ms,
+                                   kyso_err *err) KYSO_MUST_CHECK;
 void kysod__peers_want(kysod *d, const uint8_t sha[32]);
 void kysod__peer_has_blob(rpc_call *call, void *app);
 void kysod__peer_put_blob(rpc_call *call, void *app);

@@ -16,6 +16,7 @@
  * with role "peer". */
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,7 @@
 #define FETCH_BACKOFF_MS 500
 #define PEER_CALL_MS 30000     /* one peer's HasBlob/GetBlob/PutBlob, at most */
 #define PEER_SLOTS (4 * CLUSTER_MAX_MEMBERS) /* members over kysod's life, address changes included */
+#define AVOID_MS 5000          /* a peer whose call failed is asked last for this long */
 
 typedef struct want {
   uint8_t sha[32];
@@ -53,6 +55,7 @@ struct kysod_peers {
     uint64_t id;
     char rpc[CLUSTER_MAX_ADDRESS + 1];
     kyso_client *client;
+    _Atomic int64_t failed_ms; /* when a call to it last failed (0: never) */
   } peer[PEER_SLOTS];
 
   pthread_mutex_t mu;
@@ -64,10 +67,17 @@ struct kysod_peers {
   int fetcher_started;
 };
 
+static int64_t now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
 /* The other members this node can call now (indexes into p->peer), and
  * how many of them must hold a blob for a majority of the voters. */
 typedef struct peer_set {
-  size_t idx[CLUSTER_MAX_MEMBERS];
+  size_t idx[CLUSTER_MAX_MEMBERS]; /* the likely healthy first */
+  int healthy[CLUSTER_MAX_MEMBERS];
   size_t n;
   size_t majority_peers;
 } peer_set;
@@ -113,17 +123,22 @@ static void peer_set_now(kysod_peers *p, peer_set *ps) {
     voters += in.members[i].voter;
     size_t slot = 0;
     if (in.members[i].id == in.id || in.members[i].rpc_address[0] == '\0') continue;
-    if (client_for(p, in.members[i].id, in.members[i].rpc_address, &slot) != NULL)
-      ps->idx[ps->n++] = slot;
+    if (client_for(p, in.members[i].id, in.members[i].rpc_address, &slot) == NULL) continue;
+    int64_t failed = atomic_load(&p->peer[slot].failed_ms);
+    ps->healthy[ps->n] = in.members[i].reachable && (failed == 0 || now_ms() - failed > AVOID_MS);
+    ps->idx[ps->n++] = slot;
   }
   pthread_mutex_unlock(&p->cmu);
+  /* Healthy peers first (stable order otherwise). */
+  for (size_t i = 1; i < ps->n; i++)
+    for (size_t j = i; j > 0 && ps->healthy[j] && !ps->healthy[j - 1]; j--) {
+      size_t t = ps->idx[j];
+      ps->idx[j] = ps->idx[j - 1];
+      ps->idx[j - 1] = t;
+      ps->healthy[j] = 0;
+      ps->healthy[j - 1] = 1;
+    }
   ps->majority_peers = voters / 2; /* plus this node: a majority of the voters */
-}
-
-static int64_t now_ms(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
 /* Packs m into *buf (malloc()ed). */
@@ -135,8 +150,8 @@ static kyso_status pack(const ProtobufCMessage *m, uint8_t **buf, size_t *len, k
   return KYSO_OK;
 }
 
-static kyso_status peer_has(kysod_peers *p, size_t i, const char *hex, int *present,
-                            kyso_err *err) {
+static kyso_status peer_has(kysod_peers *p, size_t i, const char *hex, int64_t timeout_ms,
+                            int *present, kyso_err *err) {
   Kyso__V1__BlobRef ref = KYSO__V1__BLOB_REF__INIT;
   kyso_reply r = {0};
   uint8_t *req = NULL;
@@ -145,7 +160,7 @@ static kyso_status peer_has(kysod_peers *p, size_t i, const char *hex, int *pres
   ref.sha256 = (char *)hex;
   kyso_status st = pack(&ref.base, &req, &len, err);
   if (st == KYSO_OK)
-    st = kyso_client_call(p->peer[i].client, "/kyso.v1.Peer/HasBlob", req, len, PEER_CALL_MS, &r,
+    st = kyso_client_call(p->peer[i].client, "/kyso.v1.Peer/HasBlob", req, len, timeout_ms, &r,
                           err);
   if (st == KYSO_OK && r.grpc_status != 0)
     st = kyso_fail(err, KYSO_UNAVAILABLE, "node %" PRIu64 " (%s) HasBlob: status %d: %s", p->peer[i].id,
@@ -175,7 +190,7 @@ static kyso_status send_msg(kyso_stream *s, const Kyso__V1__BlobChunk *m, kyso_e
 
 /* Streams the local blob to peer i. */
 static kyso_status peer_put(kysod_peers *p, size_t i, const uint8_t sha[32], const char *hex,
-                            kyso_err *err) {
+                            int64_t timeout_ms, kyso_err *err) {
   archive_reader *r = NULL;
   kyso_stream *s = NULL;
   kyso_reply reply = {0};
@@ -183,7 +198,7 @@ static kyso_status peer_put(kysod_peers *p, size_t i, const uint8_t sha[32], con
   kyso_status st = archive_blob_size(p->d->archive, sha, &size, err);
   if (st == KYSO_OK) st = archive_reader_open(p->d->archive, sha, &r, err);
   if (st == KYSO_OK)
-    st = kyso_stream_open(p->peer[i].client, "/kyso.v1.Peer/PutBlob", PEER_CALL_MS, &s, err);
+    st = kyso_stream_open(p->peer[i].client, "/kyso.v1.Peer/PutBlob", timeout_ms, &s, err);
   if (st != KYSO_OK) goto out;
   Kyso__V1__BlobChunk head = KYSO__V1__BLOB_CHUNK__INIT;
   head.sha256 = (char *)hex;
@@ -220,7 +235,8 @@ out:
   return st;
 }
 
-kyso_status kysod__peers_replicate(kysod *d, const uint8_t sha[32], kyso_err *err) {
+kyso_status kysod__peers_replicate(kysod *d, const uint8_t sha[32], int64_t timeout_ms,
+                                   kyso_err *err) {
   kysod_peers *p = d->peers;
   char hex[65], why[KYSO_ERR_MSG_MAX] = "";
   size_t holding = 0;
@@ -229,18 +245,29 @@ kyso_status kysod__peers_replicate(kysod *d, const uint8_t sha[32], kyso_err *er
   peer_set_now(p, &ps);
   if (ps.majority_peers == 0) return KYSO_OK;
   kyso_hex(sha, 32, hex);
-  /* Start at a different peer for each document, so copies spread. */
-  size_t first = ps.n ? (size_t)sha[0] % ps.n : 0;
+  int64_t end = now_ms() + (timeout_ms < PEER_CALL_MS ? timeout_ms : PEER_CALL_MS);
   for (size_t k = 0; k < ps.n && holding < ps.majority_peers; k++) {
-    size_t i = ps.idx[(first + k) % ps.n];
+    size_t i = ps.idx[k];
+    int64_t left = end - now_ms();
+    if (left <= 0) {
+      snprintf(why, sizeof(why), "the deadline passed");
+      break;
+    }
+    /* A peer that does not answer must not eat the whole deadline while
+     * another one would: leave time for the peers still to ask. */
+    size_t still = ps.n - k;
+    int64_t budget = still > 1 && ps.n - holding > ps.majority_peers ? left / 2 : left;
     kyso_err e = {0};
     int present = 0;
-    kyso_status st = peer_has(p, i, hex, &present, &e);
-    if (st == KYSO_OK && !present) st = peer_put(p, i, sha, hex, &e);
-    if (st == KYSO_OK)
+    kyso_status st = peer_has(p, i, hex, budget < 2000 ? budget : 2000, &present, &e);
+    if (st == KYSO_OK && !present) st = peer_put(p, i, sha, hex, end - now_ms(), &e);
+    if (st == KYSO_OK) {
       holding++;
-    else
+      atomic_store(&p->peer[i].failed_ms, 0);
+    } else {
+      atomic_store(&p->peer[i].failed_ms, now_ms());
       snprintf(why, sizeof(why), "%s", e.msg);
+    }
   }
   if (holding >= ps.majority_peers) return KYSO_OK;
   return kyso_fail(err, KYSO_UNAVAILABLE,
@@ -345,8 +372,25 @@ static void push_locked(kysod_peers *p, want *w) {
   p->queued++;
 }
 
+static int queue_missing(const uint8_t sha[32], void *ctx) {
+  kysod_peers *p = ctx;
+  kysod__peers_want(p->d, sha);
+  pthread_mutex_lock(&p->mu);
+  int stop = p->stopping || p->queued >= FETCH_QUEUE_MAX;
+  pthread_mutex_unlock(&p->mu);
+  return stop;
+}
+
 static void *fetcher_main(void *arg) {
   kysod_peers *p = arg;
+  /* Records applied before a restart whose bytes had not arrived yet. */
+  kyso_err err = {0};
+  uint64_t missing = 0;
+  if (archive_missing_blobs(p->d->archive, queue_missing, p, &missing, &err) != KYSO_OK)
+    kyso_log(KYSO_LOG_WARN, "peers: cannot list documents without their bytes: %s", err.msg);
+  else if (missing > 0)
+    kyso_log(KYSO_LOG_INFO, "peers: %llu recorded documents lack their bytes here: fetching them",
+             (unsigned long long)missing);
   pthread_mutex_lock(&p->mu);
   for (;;) {
     while (p->head == NULL && !p->stopping) pthread_cond_wait(&p->wake, &p->mu);

@@ -55,7 +55,8 @@ kyso_status kysod__record(kysod *d, rpc_call *call, const uint8_t *cmd, size_t l
   /* The bytes are on a majority before the record is proposed. */
   uint8_t sha[32];
   if ((st = document_of(cmd, len, sha, err)) != KYSO_OK) return st;
-  if ((st = kysod__peers_replicate(d, sha, err)) != KYSO_OK) return st;
+  if ((st = kysod__peers_replicate(d, sha, rpc_call_remaining_ms(call), err)) != KYSO_OK)
+    return st;
   return cluster_submit_wait(d->cluster, cmd, len, rpc_call_remaining_ms(call), result,
                              result_len, err);
 }

@@ -2,6 +2,7 @@
 #include <stdlib.h>
 
 #include "kyso/log.h"
+#include "kyso/util.h"
 #include "kysod.h"
 
 #include "kyso/v1/cluster.pb-c.h"
@@ -130,4 +131,29 @@ void kysod__cluster_transfer(rpc_call *call, void *app) {
   }
   change(app, call, CLUSTER_CHANGE_TRANSFER, req->id, NULL, NULL);
   kyso__v1__cluster_transfer_request__free_unpacked(req, NULL);
+}
+
+void kysod__cluster_digest(rpc_call *call, void *app) {
+  kysod *d = app;
+  kyso_err err = {0};
+  size_t len;
+  uint8_t sha[32];
+  char hex[65];
+  const uint8_t *data = rpc_call_request(call, &len);
+  Kyso__V1__ClusterDigestRequest *req = kyso__v1__cluster_digest_request__unpack(NULL, len, data);
+  if (req == NULL) {
+    rpc_call_finish(call, KYSO_INVALID_ARGUMENT,
+                    "request is not a valid kyso.v1.ClusterDigestRequest", NULL, 0);
+    return;
+  }
+  kyso__v1__cluster_digest_request__free_unpacked(req, NULL);
+  Kyso__V1__ClusterDigest resp = KYSO__V1__CLUSTER_DIGEST__INIT;
+  kyso_status st = archive_state_digest(d->archive, sha, &resp.applied_index, &resp.records, &err);
+  if (st != KYSO_OK) {
+    rpc_call_finish(call, st, err.msg, NULL, 0);
+    return;
+  }
+  kyso_hex(sha, 32, hex);
+  resp.sha256 = hex;
+  kysod__reply(call, &resp.base);
 }

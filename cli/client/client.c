@@ -15,6 +15,10 @@
 #include "kyso/pem.h"
 #include "kyso/util.h"
 
+#define RECONNECT_INITIAL_MS 200
+#define RECONNECT_MAX_MS 1000
+#define CONNECT_TIMEOUT_MS 20000
+
 static kyso_status make_creds(const kyso_client_opts *o, grpc_channel_credentials **out,
                               kyso_err *err) {
   kyso_status st = KYSO_OK;
@@ -58,7 +62,7 @@ kyso_status kyso_client_open(const kyso_client_opts *o, kyso_client **out, kyso_
   kyso_status st = KYSO_OK;
   kyso_client *c = NULL;
   grpc_channel_credentials *creds = NULL;
-  grpc_arg args[3];
+  grpc_arg args[6];
   size_t nargs = 0;
   *out = NULL;
   if (o == NULL || o->target == NULL || o->target[0] == '\0')
@@ -79,6 +83,17 @@ kyso_status kyso_client_open(const kyso_client_opts *o, kyso_client **out, kyso_
   args[nargs].type = GRPC_ARG_INTEGER;
   args[nargs].key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
   args[nargs++].value.integer = (int)c->max_message;
+  /* A node that restarts (or a new leader) is reached again within about a
+   * second, not after gRPC's default back-off of up to two minutes. */
+  args[nargs].type = GRPC_ARG_INTEGER;
+  args[nargs].key = GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS;
+  args[nargs++].value.integer = RECONNECT_INITIAL_MS;
+  args[nargs].type = GRPC_ARG_INTEGER; /* despite its name: how long one connect may take */
+  args[nargs].key = GRPC_ARG_MIN_RECONNECT_BACKOFF_MS;
+  args[nargs++].value.integer = CONNECT_TIMEOUT_MS;
+  args[nargs].type = GRPC_ARG_INTEGER;
+  args[nargs].key = GRPC_ARG_MAX_RECONNECT_BACKOFF_MS;
+  args[nargs++].value.integer = RECONNECT_MAX_MS;
   if (o->server_name != NULL && !o->insecure) {
     args[nargs].type = GRPC_ARG_STRING;
     args[nargs].key = GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;

@@ -203,6 +203,18 @@ typedef int (*archive_scrub_cb)(void *ctx, const char *what, const uint8_t id[32
  * Problems are reported, not repaired; OK means the scrub ran to the end. */
 kyso_status archive_scrub(archive *a, archive_scrub_cb cb, void *ctx, archive_scrub_report *out,
                           kyso_err *err) KYSO_MUST_CHECK;
+/* One SHA-256 over the logical contents of the records (key order, one
+ * snapshot; not the node-local blob tier), with the applied index and the number of
+ * entries hashed from the same snapshot: replicas that applied the same log
+ * have the same digest. Reads everything: for tests and operators. */
+kyso_status archive_state_digest(archive *a, uint8_t out[32], uint64_t *applied,
+                                 uint64_t *records, kyso_err *err) KYSO_MUST_CHECK;
+/* Calls cb for every recorded document whose bytes this node lacks (a
+ * replica that applied the record before its fetch finished); cb returns
+ * non-zero to stop. *missing counts them. */
+typedef int (*archive_missing_cb)(const uint8_t sha256[32], void *ctx);
+kyso_status archive_missing_blobs(archive *a, archive_missing_cb cb, void *ctx, uint64_t *missing,
+                                  kyso_err *err) KYSO_MUST_CHECK;
 /* A consistent RocksDB checkpoint in dir (must not exist), while serving. */
 kyso_status archive_checkpoint(archive *a, const char *dir, kyso_err *err) KYSO_MUST_CHECK;
 

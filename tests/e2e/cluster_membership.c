@@ -56,12 +56,6 @@ static int teardown(void **state) {
 }
 
 /* "... the leader is node K at ..." in a refusal: K-1, or -1. */
-static int named_leader(const char *msg) {
-  const char *p = strstr(msg, "the leader is node ");
-  if (p == NULL) return -1;
-  int k = atoi(p + strlen("the leader is node "));
-  return k >= 1 && k <= N ? k - 1 : -1;
-}
 
 static void *writer(void *arg) {
   (void)arg;
@@ -93,7 +87,7 @@ static void *writer(void *arg) {
         break;
       }
       W.retries++;
-      int k = named_leader(msg);
+      int k = e2e_cluster_named_leader(&CL, msg);
       if (k >= 0) W.leader = k;
       e2e_pause_ms(50); /* back-off before a retry */
     }

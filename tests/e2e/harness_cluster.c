@@ -144,3 +144,10 @@ int e2e_cluster_voters(e2e_cluster *cl, int i) {
   kyso__v1__cluster_status__free_unpacked(s, NULL);
   return v;
 }
+
+int e2e_cluster_named_leader(const e2e_cluster *cl, const char *msg) {
+  const char *p = strstr(msg, "the leader is node ");
+  if (p == NULL) return -1;
+  int k = atoi(p + strlen("the leader is node "));
+  return k >= 1 && k <= cl->n ? k - 1 : -1;
+}

@@ -38,6 +38,9 @@ void e2e_cluster_wait_applied(e2e_cluster *cl, int i, uint64_t index);
 /* Voters in node i's configuration. */
 int e2e_cluster_voters(e2e_cluster *cl, int i);
 
+/* The node (0-based) a refusal names ("... the leader is node K ..."), or -1. */
+int e2e_cluster_named_leader(const e2e_cluster *cl, const char *msg);
+
 int64_t e2e_now_ms(void);
 /* For polling observed state, never as synchronisation by itself. */
 void e2e_pause_ms(int ms);
