@@ -195,6 +195,8 @@ static int cluster_entry(load_ctx *c, const char *name, const char *value) {
   if (strcmp(name, "join") == 0) return set_bool(c, &cfg->cluster_join, value);
   if (strcmp(name, "stale_reads") == 0) return set_bool(c, &cfg->stale_reads, value);
   if (strcmp(name, "peer_ca") == 0) return set_path(c, cfg->peer_ca, sizeof(cfg->peer_ca), value);
+  if (strcmp(name, "peer_server_name") == 0)
+    return set_str(c, cfg->peer_server_name, sizeof(cfg->peer_server_name), value);
   static const struct {
     const char *name;
     size_t offset;

@@ -96,7 +96,8 @@ static kyso_client *client_for(kysod_peers *p, uint64_t id, const char *rpc, siz
   kyso_client_opts o = {.target = rpc,
                         .ca_file = cfg->peer_ca[0] ? cfg->peer_ca : cfg->client_ca,
                         .cert_file = cfg->tls_cert,
-                        .key_file = cfg->tls_key};
+                        .key_file = cfg->tls_key,
+                        .server_name = cfg->peer_server_name[0] ? cfg->peer_server_name : NULL};
   kyso_client *c = NULL;
   kyso_err err = {0};
   if (kyso_client_open(&o, &c, &err) != KYSO_OK) {

@@ -91,6 +91,7 @@ typedef struct kyso_config {
   unsigned snapshot_threshold, snapshot_trailing;
   int stale_reads;              /* answer reads from this node without a barrier */
   char peer_ca[KYSO_PATH_MAX];  /* trust anchors of the peers' TLS certificates ("" = client_ca) */
+  char peer_server_name[256];   /* name the peers' certificates carry ("" = their address) */
   /* [caller.NAME] ... */
   kyso_caller *callers;
   size_t caller_count;

@@ -293,16 +293,6 @@ static void check_node(int node, int n) {
          node + 1, n, verified);
 }
 
-static Kyso__V1__ClusterDigest *digest_of(int i) {
-  Kyso__V1__ClusterDigestRequest req = KYSO__V1__CLUSTER_DIGEST_REQUEST__INIT;
-  Kyso__V1__ClusterDigest *d = NULL;
-  char msg[256];
-  int st = e2e_call(CL.node[i], E2E_OPS, "/kyso.v1.Cluster/Digest", &req.base,
-                    &kyso__v1__cluster_digest__descriptor, 30000, (ProtobufCMessage **)&d, msg,
-                    sizeof(msg));
-  if (st != 0) E2E_FAIL("Cluster.Digest on node %d: status %d (%s)", i + 1, st, msg);
-  return d;
-}
 
 static void test_faults_under_signing_load(void **state) {
   (void)state;
@@ -371,24 +361,7 @@ static void test_faults_under_signing_load(void **state) {
   /* Every node holds the same state. */
   uint64_t idx = e2e_cluster_applied(&CL, leader);
   for (int i = 0; i < N; i++) e2e_cluster_wait_applied(&CL, i, idx);
-  Kyso__V1__ClusterDigest *d[N];
-  int64_t end = e2e_now_ms() + E2E_CLUSTER_WAIT_MS;
-  for (;;) { /* the same applied index on all (a barrier may still be applying) */
-    for (int i = 0; i < N; i++) d[i] = digest_of(i);
-    int same = d[1]->applied_index == d[0]->applied_index &&
-               d[2]->applied_index == d[0]->applied_index;
-    if (same || e2e_now_ms() > end) break;
-    for (int i = 0; i < N; i++) kyso__v1__cluster_digest__free_unpacked(d[i], NULL);
-    e2e_pause_ms(50);
-  }
-  for (int i = 1; i < N; i++) {
-    E2E_EQ("applied index", d[i]->applied_index, d[0]->applied_index);
-    E2E_EQ("records", d[i]->records, d[0]->records);
-    E2E_STREQ("state digest", d[i]->sha256, d[0]->sha256);
-  }
-  printf("state digest %s over %llu records at index %llu on all %d nodes\n", d[0]->sha256,
-         (unsigned long long)d[0]->records, (unsigned long long)d[0]->applied_index, N);
-  for (int i = 0; i < N; i++) kyso__v1__cluster_digest__free_unpacked(d[i], NULL);
+  e2e_cluster_check_digests(&CL, up, "after the faults");
 
   check_timestamps(n);
   for (int i = 0; i < N; i++) check_node(i, n);

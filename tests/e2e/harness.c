@@ -10,6 +10,7 @@
 #include <openssl/x509.h>
 #include <poll.h>
 #include <signal.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,6 +101,8 @@ e2e *e2e_new(void) {
   char sopin[33];
   if (e == NULL) return NULL;
   e->stdout_fd = -1;
+  e->netns_fd = -1;
+  snprintf(e->host, sizeof(e->host), "127.0.0.1");
   snprintf(e->dir, sizeof(e->dir), "/tmp/kyso-e2e-XXXXXX");
   if (mkdtemp(e->dir) == NULL) {
     fprintf(stderr, "e2e: mkdtemp: %s\n", strerror(errno));
@@ -166,6 +169,7 @@ void e2e_free(e2e *e) {
     reap(e, NULL);
   }
   if (e->stdout_fd >= 0) close(e->stdout_fd);
+  if (e->netns_fd >= 0) close(e->netns_fd);
   if (getenv("KYSO_KEEP_TMP") != NULL)
     fprintf(stderr, "e2e: keeping %s (KYSO_KEEP_TMP)\n", e->dir);
   else
@@ -209,6 +213,7 @@ static int spawn_kysod(e2e *e, const char *const *extra_env) {
     /* A test killed by ctest's TIMEOUT must not leave kysod running. */
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(127);
     if (dup2(pfd[1], STDOUT_FILENO) < 0 || dup2(efd, STDERR_FILENO) < 0) _exit(127);
+    if (e->netns_fd >= 0 && setns(e->netns_fd, CLONE_NEWNET) != 0) _exit(126);
     execve(kysod, argv, envp);
     _exit(127);
   }
@@ -257,8 +262,8 @@ static int wait_ready(e2e *e) {
 }
 
 static int open_clients(e2e *e) {
-  char target[64];
-  snprintf(target, sizeof(target), "127.0.0.1:%d", e->port);
+  char target[96];
+  snprintf(target, sizeof(target), "%s:%d", e->host, e->port);
   for (int i = 0; i < E2E_IDENTITIES; i++) {
     kyso_err err = {0};
     char cert[320], key[320];
@@ -341,10 +346,10 @@ void e2e_kill9(e2e *e) {
 }
 
 kyso_client *e2e_client_open(e2e *e, e2e_ident who) {
-  char target[64], cert[320], key[320];
+  char target[96], cert[320], key[320];
   kyso_client *c = NULL;
   kyso_err err = {0};
-  snprintf(target, sizeof(target), "127.0.0.1:%d", e->port);
+  snprintf(target, sizeof(target), "%s:%d", e->host, e->port);
   kyso_client_opts o = {.target = target, .ca_file = e2e_path(e, "pki/root.pem"),
                         .server_name = "localhost"};
   if (ident_cert[who]) {
@@ -360,9 +365,9 @@ kyso_client *e2e_client_open(e2e *e, e2e_ident who) {
 
 int e2e_kyso(e2e *e, e2e_ident who, const char *out_file, const char *const *args) {
   const char *argv[64];
-  char addr[64], cert[320], key[320];
+  char addr[96], cert[320], key[320];
   size_t n = 0;
-  snprintf(addr, sizeof(addr), "127.0.0.1:%d", e->port);
+  snprintf(addr, sizeof(addr), "%s:%d", e->host, e->port);
   argv[n++] = e2e_cli_path();
   argv[n++] = "--address";
   argv[n++] = addr;

@@ -47,6 +47,8 @@ typedef struct e2e {
   int tsa_http_port;      /* the RFC 3161 HTTP endpoint's port, 0 when off */
   int no_auto_tsa;        /* set before the first e2e_start: do not provision the TSA */
   int tsa_provisioned;    /* the harness provisioned it already */
+  char host[64];          /* where kysod listens, for the clients ("127.0.0.1") */
+  int netns_fd;           /* >= 0: kysod runs in this network namespace (set before e2e_start) */
   char tsa_name[32];      /* the TSA key auto-provisioned: kyso/tsa/<tsa_name> ("default") */
   kyso_client *clients[E2E_IDENTITIES];
 } e2e;

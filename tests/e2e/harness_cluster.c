@@ -28,22 +28,30 @@ static int append(char *buf, size_t size, const char *text) {
 }
 
 int e2e_cluster_new(e2e_cluster *cl, int n, int initial, const char *const *extra) {
+  return e2e_cluster_new_at(cl, n, initial, extra, NULL);
+}
+
+int e2e_cluster_new_at(e2e_cluster *cl, int n, int initial, const char *const *extra,
+                       const char *const *hosts) {
   char members_initial[1024] = "", members_all[1024] = "", callers[4096] = "";
   memset(cl, 0, sizeof(*cl));
   if (n < 1 || n > E2E_CLUSTER_MAX || initial < 1 || initial > n) return -1;
   cl->n = n;
   for (int i = 0; i < n; i++) {
     char line[128];
-    cl->raft_port[i] = e2e_free_port();
-    cl->rpc_port[i] = e2e_free_port();
-    snprintf(line, sizeof(line), "member = %d 127.0.0.1:%d 127.0.0.1:%d\n", i + 1,
-             cl->raft_port[i], cl->rpc_port[i]);
+    const char *h = hosts != NULL ? hosts[i] : "127.0.0.1";
+    cl->raft_port[i] = hosts != NULL ? 7601 : e2e_free_port(); /* own namespaces: fixed ports */
+    cl->rpc_port[i] = hosts != NULL ? 7443 : e2e_free_port();
+    snprintf(line, sizeof(line), "member = %d %s:%d %s:%d\n", i + 1, h, cl->raft_port[i], h,
+             cl->rpc_port[i]);
     if ((i < initial && append(members_initial, sizeof(members_initial), line) != 0) ||
         append(members_all, sizeof(members_all), line) != 0)
       return -1;
   }
-  for (int i = 0; i < n; i++)
+  for (int i = 0; i < n; i++) {
     if ((cl->node[i] = e2e_new()) == NULL) return -1;
+    if (hosts != NULL) snprintf(cl->node[i]->host, sizeof(cl->node[i]->host), "%s", hosts[i]);
+  }
   snprintf(cl->bundle, sizeof(cl->bundle), "%s/peers-ca.pem", cl->node[0]->dir);
   for (int i = 0; i < n; i++) {
     if (e2e_sh(NULL, "cat '%s/root.pem' '%s/chain.pem' >> '%s'", cl->node[i]->pki,
@@ -66,10 +74,12 @@ int e2e_cluster_new(e2e_cluster *cl, int n, int initial, const char *const *extr
   for (int i = 0; i < n; i++) {
     char text[8192];
     snprintf(text, sizeof(text),
-             "\n[server]\nnode_id = %d\nlisten = 127.0.0.1:%d\n\n[tls]\nclient_ca = %s\n"
-             "\n[cluster]\n%speer_ca = %s\nelection_ms = 600\nheartbeat_ms = 60\n%s%s\n%s",
-             i + 1, cl->rpc_port[i], cl->bundle, i < initial ? members_initial : members_all,
-             cl->bundle, i < initial ? "" : "join = true\n",
+             "\n[server]\nnode_id = %d\nlisten = %s:%d\n\n[tls]\nclient_ca = %s\n"
+             "\n[cluster]\n%speer_ca = %s\n%selection_ms = 600\nheartbeat_ms = 60\n%s%s\n%s",
+             i + 1, cl->node[i]->host, cl->rpc_port[i], cl->bundle,
+             i < initial ? members_initial : members_all, cl->bundle,
+             hosts != NULL ? "peer_server_name = localhost\n" : "",
+             i < initial ? "" : "join = true\n",
              extra != NULL && extra[i] != NULL ? extra[i] : "", callers);
     e2e_config_append(cl->node[i], text);
   }
@@ -150,4 +160,46 @@ int e2e_cluster_named_leader(const e2e_cluster *cl, const char *msg) {
   if (p == NULL) return -1;
   int k = atoi(p + strlen("the leader is node "));
   return k >= 1 && k <= cl->n ? k - 1 : -1;
+}
+
+Kyso__V1__ClusterDigest *e2e_cluster_digest(e2e_cluster *cl, int i) {
+  Kyso__V1__ClusterDigestRequest req = KYSO__V1__CLUSTER_DIGEST_REQUEST__INIT;
+  Kyso__V1__ClusterDigest *d = NULL;
+  char msg[256];
+  int st = e2e_call(cl->node[i], E2E_OPS, "/kyso.v1.Cluster/Digest", &req.base,
+                    &kyso__v1__cluster_digest__descriptor, 30000, (ProtobufCMessage **)&d, msg,
+                    sizeof(msg));
+  if (st != 0) E2E_FAIL("Cluster.Digest on node %d: status %d (%s)", i + 1, st, msg);
+  return d;
+}
+
+void e2e_cluster_check_digests(e2e_cluster *cl, const int *up, const char *when) {
+  Kyso__V1__ClusterDigest *d[E2E_CLUSTER_MAX] = {0};
+  int64_t end = e2e_now_ms() + E2E_CLUSTER_WAIT_MS;
+  int first = -1;
+  for (;;) { /* the same applied index everywhere (a barrier may still be applying) */
+    int same = 1;
+    first = -1;
+    for (int i = 0; i < cl->n; i++) {
+      if (!up[i]) continue;
+      d[i] = e2e_cluster_digest(cl, i);
+      if (first < 0) first = i;
+      same = same && d[i]->applied_index == d[first]->applied_index;
+    }
+    if (same || e2e_now_ms() > end) break;
+    for (int i = 0; i < cl->n; i++)
+      if (d[i] != NULL) kyso__v1__cluster_digest__free_unpacked(d[i], NULL), d[i] = NULL;
+    e2e_pause_ms(50);
+  }
+  for (int i = 0; i < cl->n; i++) {
+    if (d[i] == NULL || i == first) continue;
+    E2E_EQ("applied index", d[i]->applied_index, d[first]->applied_index);
+    E2E_EQ("records", d[i]->records, d[first]->records);
+    E2E_STREQ("state digest", d[i]->sha256, d[first]->sha256);
+  }
+  printf("%s: state digest %s over %llu records at index %llu on every node\n", when,
+         d[first]->sha256, (unsigned long long)d[first]->records,
+         (unsigned long long)d[first]->applied_index);
+  for (int i = 0; i < cl->n; i++)
+    if (d[i] != NULL) kyso__v1__cluster_digest__free_unpacked(d[i], NULL);
 }

@@ -25,6 +25,11 @@ typedef struct e2e_cluster {
  * role peer. extra[i] (NULL, or entries NULL) is appended to node i+1's
  * [cluster] section. 0 on success. */
 int e2e_cluster_new(e2e_cluster *cl, int n, int initial, const char *const *extra);
+/* The same with node i+1 listening on hosts[i] (ports 7601 Raft, 7443
+ * gRPC: each node in a network namespace of its own; set each node's
+ * netns_fd before starting it). */
+int e2e_cluster_new_at(e2e_cluster *cl, int n, int initial, const char *const *extra,
+                       const char *const *hosts);
 void e2e_cluster_free(e2e_cluster *cl);
 
 /* Cluster.Status of node i (0-based), as the operator; fails the test if
@@ -35,6 +40,11 @@ Kyso__V1__ClusterStatus *e2e_cluster_status(e2e_cluster *cl, int i);
 int e2e_cluster_wait_leader(e2e_cluster *cl, const int *up);
 uint64_t e2e_cluster_applied(e2e_cluster *cl, int i);
 void e2e_cluster_wait_applied(e2e_cluster *cl, int i, uint64_t index);
+/* Cluster.Digest of node i, as the operator. */
+Kyso__V1__ClusterDigest *e2e_cluster_digest(e2e_cluster *cl, int i);
+/* Waits until every node with up[i] reports the same applied index, then
+ * fails the test unless their state digests and record counts are equal. */
+void e2e_cluster_check_digests(e2e_cluster *cl, const int *up, const char *when);
 /* Voters in node i's configuration. */
 int e2e_cluster_voters(e2e_cluster *cl, int i);
 
