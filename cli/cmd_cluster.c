@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "kyso/cluster.h"
 #include "kyso/v1/cluster.pb-c.h"
 
 static const char cluster_usage[] =
@@ -12,6 +13,7 @@ static const char cluster_usage[] =
     "       kyso cluster add ID RAFT_HOST:PORT RPC_HOST:PORT [--json]\n"
     "       kyso cluster remove ID [--json]\n"
     "       kyso cluster transfer [ID] [--json]\n"
+    "       kyso cluster recover --kysod-config FILE --keep ID[,ID...] --yes\n"
     "\n"
     "status    the cluster as the node called sees it: its own state (leader,\n"
     "          follower, candidate), the term, the leader and where clients\n"
@@ -21,6 +23,12 @@ static const char cluster_usage[] =
     "          it a voter once it caught up with the log\n"
     "remove    takes node ID out of the configuration (stop it afterwards)\n"
     "transfer  hands the leadership to node ID (default: the most up-to-date voter)\n"
+    "recover   OFFLINE, after losing a majority for good: with kysod stopped on\n"
+    "          every node, rewrites THIS node's Raft configuration (read from its\n"
+    "          kysod configuration) to the surviving members --keep. Run it on one\n"
+    "          survivor only, the one with the highest term and longest log; then\n"
+    "          copy its whole data directory to the other survivors and start\n"
+    "          them. Writes only the lost nodes held are lost. Needs --yes.\n"
     "\n"
     "Membership changes go to the leader (--address) and run one at a time;\n"
     "grow and shrink by one node per change, keeping an odd number of voters.\n"
@@ -97,7 +105,78 @@ static int parse_id(const char *v, uint64_t *out) {
   return 0;
 }
 
+/* kyso cluster recover: offline, on the node's own files. */
+static int recover(int argc, char **argv) {
+  const char *conf = NULL, *keep = NULL;
+  int yes = 0;
+  for (int i = 2; i < argc; i++) {
+    if (strcmp(argv[i], "--kysod-config") == 0 && i + 1 < argc)
+      conf = argv[++i];
+    else if (strcmp(argv[i], "--keep") == 0 && i + 1 < argc)
+      keep = argv[++i];
+    else if (strcmp(argv[i], "--yes") == 0)
+      yes = 1;
+    else {
+      fprintf(stderr, "kyso cluster recover: unexpected argument '%s'\n\n%s", argv[i],
+              cluster_usage);
+      return 2;
+    }
+  }
+  if (conf == NULL || keep == NULL) {
+    fputs(cluster_usage, stderr);
+    return 2;
+  }
+  kyso_config cfg;
+  kyso_err err = {0};
+  if (kyso_config_load(conf, &cfg, &err) != KYSO_OK) return cli_fail("%s", err.msg);
+  cluster_member m[KYSO_MAX_CLUSTER_MEMBERS];
+  size_t n = 0;
+  int rc = 1;
+  char list[256];
+  snprintf(list, sizeof(list), "%s", keep);
+  char *save = NULL;
+  for (char *tok = strtok_r(list, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+    uint64_t id = 0;
+    if (parse_id(tok, &id) != 0) goto out;
+    size_t k;
+    for (k = 0; k < cfg.member_count && cfg.members[k].id != id; k++) {
+    }
+    if (k == cfg.member_count) {
+      rc = cli_fail("node %llu is not a [cluster] member in %s", (unsigned long long)id, conf);
+      goto out;
+    }
+    if (n == KYSO_MAX_CLUSTER_MEMBERS) goto out;
+    m[n++] = (cluster_member){id, cfg.members[k].raft, cfg.members[k].rpc};
+  }
+  char dir[KYSO_PATH_MAX + 16];
+  if (cfg.raft_dir[0])
+    snprintf(dir, sizeof(dir), "%s", cfg.raft_dir);
+  else
+    snprintf(dir, sizeof(dir), "%s/raft", cfg.data_dir);
+  fprintf(stderr,
+          "kyso cluster recover: node %u's Raft log in %s will name %zu member(s) (%s).\n"
+          "  kysod must be stopped on EVERY node. Writes that only the lost nodes held are lost.\n"
+          "  Afterwards copy this node's whole data directory to the other survivors, then\n"
+          "  start them all.\n",
+          cfg.node_id, dir, n, keep);
+  if (!yes) {
+    rc = cli_fail("nothing changed: add --yes to recover");
+    goto out;
+  }
+  if (cluster_recover(dir, cfg.node_id, m, n, 1, &err) != KYSO_OK) {
+    rc = cli_fail("%s", err.msg);
+    goto out;
+  }
+  printf("recovered: node %u's Raft configuration now lists %zu member(s): start it\n",
+         cfg.node_id, n);
+  rc = 0;
+out:
+  kyso_config_free(&cfg);
+  return rc;
+}
+
 int cli_cluster(cli *c, int argc, char **argv) {
+  if (argc >= 2 && strcmp(argv[1], "recover") == 0) return recover(argc, argv);
   int json = 0, help = 0;
   const char *pos[4];
   int npos = 0;

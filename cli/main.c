@@ -24,7 +24,7 @@ static void usage(FILE *f) {
           "  timestamp    get an RFC 3161 time-stamp for a file, or show a stored one\n"
           "  archive      put, get, stat, ls, scrub, backup archived documents\n"
           "  health       ask the node whether it serves\n"
-          "  cluster      the Raft cluster: status, add, remove, transfer\n"
+          "  cluster      the Raft cluster: status, add, remove, transfer, recover\n"
           "\n"
           "Options (before COMMAND; they override the [cli] section of --config):\n"
           "  -c, --config FILE      configuration file with a [cli] section\n"

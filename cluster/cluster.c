@@ -532,3 +532,62 @@ kyso_status cluster_change_wait(cluster *c, cluster_change_op op, uint64_t id,
   enqueue(c, it);
   return waiter_wait(w, timeout_ms, NULL, NULL, err);
 }
+
+static void on_recover_closed(struct raft *r) { (void)r; }
+
+kyso_status cluster_recover(const char *dir, uint64_t id, const cluster_member *members,
+                            size_t member_count, int with_rpc, kyso_err *err) {
+  uv_loop_t loop;
+  struct raft_uv_transport transport;
+  struct raft_io io;
+  struct raft_fsm fsm;
+  struct raft raft;
+  struct raft_configuration conf;
+  const char *self = NULL;
+  kyso_status st = KYSO_OK;
+  int rv;
+  cluster_opts o = {.id = id, .dir = dir, .archive = (archive *)1, /* not opened: never used */
+                    .members = members, .member_count = member_count};
+  if ((st = check_opts(&o, &self, err)) != KYSO_OK) return st;
+  memset(&fsm, 0, sizeof(fsm));
+  fsm.version = 1;
+  if (uv_loop_init(&loop) != 0) return kyso_fail(err, KYSO_INTERNAL, "cannot start an event loop");
+  raft_uv_tcp_init(&transport, &loop);
+  if ((rv = raft_uv_init(&io, &loop, dir, &transport)) != 0) {
+    st = kyso_fail(err, KYSO_FAILED_PRECONDITION, "cannot open the Raft log in '%s': %s", dir,
+                   raft_strerror(rv));
+    raft_uv_tcp_close(&transport);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    return st;
+  }
+  char wire[CLUSTER__WIRE_ADDRESS];
+  cluster__wire_address(with_rpc, self, NULL, wire);
+  for (size_t i = 0; i < member_count; i++)
+    if (members[i].id == id) cluster__wire_address(with_rpc, self, members[i].rpc_address, wire);
+  raft_init(&raft, &io, &fsm, id, wire);
+  raft_configuration_init(&conf);
+  for (size_t i = 0; i < member_count && st == KYSO_OK; i++) {
+    char w[CLUSTER__WIRE_ADDRESS];
+    cluster__wire_address(with_rpc, members[i].raft_address, members[i].rpc_address, w);
+    if (raft_configuration_add(&conf, members[i].id, w, RAFT_VOTER) != 0)
+      st = kyso_fail(err, KYSO_RESOURCE_EXHAUSTED, "out of memory building the configuration");
+  }
+  if (st == KYSO_OK && (rv = raft_recover(&raft, &conf)) != 0)
+    st = kyso_fail(err, KYSO_FAILED_PRECONDITION,
+                   "libraft refused the recovery in '%s': %s (%s)", dir, raft_strerror(rv),
+                   raft_errmsg(&raft));
+  raft_configuration_close(&conf);
+  raft_close(&raft, on_recover_closed);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  raft_uv_close(&io);
+  raft_uv_tcp_close(&transport);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_loop_close(&loop);
+  if (st == KYSO_OK)
+    kyso_log(KYSO_LOG_WARN,
+             "cluster: node %" PRIu64 " recovered with %zu member(s): copy its data directory "
+             "to the other survivors before starting them",
+             id, member_count);
+  return st;
+}

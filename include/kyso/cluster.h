@@ -115,6 +115,17 @@ kyso_status cluster_change_wait(cluster *c, cluster_change_op op, uint64_t id,
                                 const char *raft_address, const char *rpc_address,
                                 int64_t timeout_ms, kyso_err *err) KYSO_MUST_CHECK;
 
+/* Recovery from the permanent loss of a majority, offline (kysod stopped on
+ * every node): rewrites the Raft configuration in dir (this node's Raft
+ * directory) to the surviving members. Run it on ONE survivor — the one
+ * with the highest term and longest log — then copy that node's whole data
+ * directory to the other survivors and start them all. with_rpc: the
+ * members' client addresses go into the configuration too (kysod's TLS
+ * transport; tests of plain TCP pass 0). Anything acknowledged only by the
+ * lost nodes is lost: the cluster goes on from this node's log. */
+kyso_status cluster_recover(const char *dir, uint64_t id, const cluster_member *members,
+                            size_t member_count, int with_rpc, kyso_err *err) KYSO_MUST_CHECK;
+
 /* State, as the loop thread last saw it (refreshed every heartbeat). */
 typedef enum {
   CLUSTER_UNAVAILABLE = 0,

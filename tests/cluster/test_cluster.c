@@ -452,6 +452,35 @@ static void test_membership(void **state) {
   assert_null(f->nodes[4].c);
 }
 
+/* Two of three nodes lost for good: node 1's configuration is rewritten to
+ * itself alone (offline), it starts alone, leads and takes writes, and
+ * holds everything committed before. */
+static void test_recover_from_majority_loss(void **state) {
+  fx *f = *state = make(3, 0, 0);
+  kyso_err err = {0};
+  uint8_t sha[6][32];
+  size_t leader = wait_leader(f);
+  for (uint32_t i = 0; i < 4; i++)
+    assert_int_equal(put_doc(&f->nodes[leader], 400 + i, sha[i], &err), KYSO_OK);
+  uint64_t li = 0;
+  assert_int_equal(archive_applied_index(f->nodes[leader].a, &li, &err), KYSO_OK);
+  wait_applied(&f->nodes[0], li);
+  for (size_t i = 0; i < 3; i++) stop_node(f, i);
+  /* Without a majority nothing moves; recovery is the way out. */
+  assert_int_equal(cluster_recover(f->nodes[0].raft_dir, 1, &f->members[0], 1, 0, &err), KYSO_OK);
+  /* A survivor that is not listed cannot recover. */
+  assert_int_equal(cluster_recover(f->nodes[0].raft_dir, 2, &f->members[0], 1, 0, &err),
+                   KYSO_INVALID_ARGUMENT);
+  start_node(f, 0);
+  assert_int_equal(wait_leader(f), 0);
+  cluster_info in;
+  cluster_get_info(f->nodes[0].c, &in);
+  assert_int_equal(in.member_count, 1);
+  for (uint32_t i = 4; i < 6; i++)
+    assert_int_equal(put_doc(&f->nodes[0], 400 + i, sha[i], &err), KYSO_OK);
+  for (int k = 0; k < 6; k++) assert_true(has_doc(f->nodes[0].a, sha[k]));
+}
+
 /* A node whose certificate does not chain to the cluster's CA takes no
  * part: the other two elect a leader and commit without it, and it never
  * applies an entry. */
@@ -511,6 +540,7 @@ int main(void) {
       cmocka_unit_test_teardown(test_three_nodes_replicate_and_survive_the_leader, teardown),
       cmocka_unit_test_teardown(test_tls_keeps_a_stranger_out, teardown),
       cmocka_unit_test_teardown(test_membership, teardown),
+      cmocka_unit_test_teardown(test_recover_from_majority_loss, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
