@@ -421,6 +421,7 @@ static void on_tcp_connected(uv_connect_t *req, int status) {
     return;
   }
   c->state = C_HANDSHAKE;
+  uv_tcp_nodelay(&c->tcp, 1); /* Raft's small messages must not wait for Nagle */
   if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_tcp_read) != 0) {
     conn_close(c, RAFT_NOCONNECTION);
     return;
@@ -457,7 +458,7 @@ static void on_incoming(uv_stream_t *server, int status) {
   if (status < 0 || x->closing) return;
   tt_conn *c = conn_new(x, 0);
   if (c == NULL) return;
-  if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 ||
+  if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 || uv_tcp_nodelay(&c->tcp, 1) != 0 ||
       uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_tcp_read) != 0) {
     conn_close(c, RAFT_NOCONNECTION);
     return;
