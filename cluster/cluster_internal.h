@@ -46,7 +46,7 @@ typedef struct cluster__batch {
 
 typedef struct cluster__barrier {
   struct raft_barrier req;
-  cluster__item *item;
+  cluster__item *item; /* every read it answers (a list) */
 } cluster__barrier;
 
 struct cluster {

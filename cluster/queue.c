@@ -164,29 +164,32 @@ out:
 static void on_barrier(struct raft_barrier *req, int status) {
   cluster__barrier *br = req->data;
   char msg[KYSO_ERR_MSG_MAX];
-  if (status == 0) {
-    cluster__finish(br->item, KYSO_OK, "", NULL, 0);
-  } else {
+  if (status != 0)
     snprintf(msg, sizeof(msg), "the read barrier failed (%s): retry", raft_strerror(status));
-    cluster__finish(br->item, KYSO_UNAVAILABLE, msg, NULL, 0);
+  for (cluster__item *it = br->item, *next; it != NULL; it = next) {
+    next = it->next;
+    cluster__finish(it, status == 0 ? KYSO_OK : KYSO_UNAVAILABLE, status == 0 ? "" : msg, NULL,
+                    0);
   }
   free(br);
 }
 
-static void barrier(cluster *c, cluster__item *it) {
+/* One barrier entry answers every read that asked for one in this
+ * wake-up: reads do not each cost a log entry. */
+static void barrier(cluster *c, cluster__item *items) {
   char msg[KYSO_ERR_MSG_MAX];
   cluster__barrier *br = calloc(1, sizeof(*br));
   if (br == NULL) {
-    cluster__finish(it, KYSO_RESOURCE_EXHAUSTED, "out of memory for a read barrier", NULL, 0);
+    fail_items(items, KYSO_RESOURCE_EXHAUSTED, "out of memory for a read barrier");
     return;
   }
-  br->item = it;
+  br->item = items;
   br->req.data = br;
   int rv = raft_barrier(&c->raft, &br->req, on_barrier);
   if (rv != 0) {
     cluster__not_leader(c, msg, sizeof(msg));
     free(br);
-    cluster__finish(it, KYSO_UNAVAILABLE, msg, NULL, 0);
+    fail_items(items, KYSO_UNAVAILABLE, msg);
   }
 }
 
@@ -211,11 +214,12 @@ void cluster__on_wake(uv_async_t *h) {
       it = next;
       continue;
     }
-    if (it->barrier) {
-      cluster__item *next = it->next;
-      it->next = NULL;
-      barrier(c, it);
-      it = next;
+    if (it->barrier) { /* a run of reads */
+      cluster__item *first = it, *last = it;
+      while (last->next != NULL && last->next->barrier) last = last->next;
+      it = last->next;
+      last->next = NULL;
+      barrier(c, first);
       continue;
     }
     /* A run of commands, bounded in count and bytes. */
