@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# kyso benchmark, replication scenario: the same load on one node and on a
+# kyso benchmark, replication scenario: the same load (Sign, Put, Get) on one node and on a
 # 3-node cluster (Raft over mutual TLS, documents copied to a majority
 # before each commit), all on this machine, in the same run. Reports each
 # cluster figure with its ratio to the single node's.
@@ -131,6 +131,7 @@ provision single tsa tsa --tsa default
 provision single bench.ec.0 signer --account bench.ec.0
 run single_sign single --scenario sign --format t --account bench.ec.0 --size 4096 --concurrency 8
 run single_put single --scenario put --size 4096 --concurrency 8
+run single_get single --scenario get --size 4096 --concurrency 8 --get-docs 64
 kill -TERM "${pids[0]}"; wait "${pids[0]}" || true; pids=()
 
 say "Three nodes (Raft over mutual TLS)"
@@ -158,14 +159,16 @@ for i in 1 2 3; do
 done
 run cluster_sign "$leader" --scenario sign --format t --account bench.ec.0 --size 4096 --concurrency 8
 run cluster_put "$leader" --scenario put --size 4096 --concurrency 8
+# Reads on the leader wait for a Raft barrier (linearizable).
+run cluster_get "$leader" --scenario get --size 4096 --concurrency 8 --get-docs 64
 
 say "Summary"
 {
   echo "| scenario (4 KiB, concurrency 8) | one node /s | 3-node cluster /s | cluster / one node | cluster p99 ms |"
   echo "|---|---|---|---|---|"
-  for s in sign put; do
+  for s in sign put get; do
     jq -r --slurpfile c "$out/json/cluster_$s.json" --arg s "$s" \
-      '"| \(if $s == "sign" then "Sign CAdES-T ECDSA P-256, archived" else "Archive.Put" end) | \(.throughput | floor) | \($c[0].throughput | floor) | \(($c[0].throughput / .throughput * 1000 | floor) / 10) % | \($c[0].latency_ms.p99) |"' \
+      '"| \(if $s == "sign" then "Sign CAdES-T ECDSA P-256, archived" elif $s == "put" then "Archive.Put" else "Archive.Get (cluster: linearizable, on the leader)" end) | \(.throughput | floor) | \($c[0].throughput | floor) | \(($c[0].throughput / .throughput * 1000 | floor) / 10) % | \($c[0].latency_ms.p99) |"' \
       "$out/json/single_$s.json"
   done
 } | tee "$out/summary.md"
