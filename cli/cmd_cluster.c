@@ -57,6 +57,7 @@ static int print_json(const Kyso__V1__ClusterStatus *s) {
     cJSON_AddStringToObject(m, "raft_address", s->members[i]->raft_address);
     cJSON_AddStringToObject(m, "rpc_address", s->members[i]->rpc_address);
     cJSON_AddBoolToObject(m, "voter", s->members[i]->voter);
+    cJSON_AddBoolToObject(m, "reachable", s->members[i]->reachable);
     cJSON_AddItemToArray(ms, m);
   }
   cJSON_AddItemToObject(o, "members", ms);
@@ -88,9 +89,10 @@ static void print_text(const Kyso__V1__ClusterStatus *s) {
   printf("%-6s %-8s %-24s %s\n", "ID", "ROLE", "RAFT", "RPC");
   for (size_t i = 0; i < s->n_members; i++) {
     const Kyso__V1__ClusterMember *m = s->members[i];
-    printf("%-6llu %-8s %-24s %s%s\n", (unsigned long long)m->id, m->voter ? "voter" : "standby",
+    printf("%-6llu %-8s %-24s %s%s%s\n", (unsigned long long)m->id, m->voter ? "voter" : "standby",
            m->raft_address, m->rpc_address[0] ? m->rpc_address : "?",
-           m->id == s->leader_id ? "  (leader)" : "");
+           m->id == s->leader_id ? "  (leader)" : "",
+           m->reachable ? "" : "  (unreachable: not heard from lately, behind the log)");
   }
 }
 

@@ -44,6 +44,7 @@ static void reply_status(kysod *d, rpc_call *call) {
     members[i].rpc_address =
         in.members[i].rpc_address[0] ? in.members[i].rpc_address : rpc_of(d, in.members[i].id);
     members[i].voter = in.members[i].voter;
+    members[i].reachable = in.members[i].reachable;
     ptrs[i] = &members[i];
   }
   resp.n_members = in.member_count;
