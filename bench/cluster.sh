@@ -56,7 +56,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A random loopback port nothing answers on now.
+free_port() {
+  local p
+  for _ in $(seq 1 200); do
+    p=$(shuf -i 20000-60999 -n 1)
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
+  done
+  die "no free loopback port found"
+}
 
 say "A throw-away PKI, one SoftHSM token per node, in $work"
 bash "$root/tests/fixtures/pki.sh" init "$work/pki" >/dev/null
