@@ -71,6 +71,16 @@ static void on_applied(struct raft_apply *req, int status, void *result) {
   char msg[KYSO_ERR_MSG_MAX];
   (void)result; /* the outcomes are in b */
   unlink_batch(c, b);
+  uint64_t index = req->index;
+  /* Before anyone hears the outcome: a status read after an acknowledgement
+   * shows the entry applied (libraft moves last_applied past it only after
+   * this callback). */
+  cluster__refresh_info(c);
+  if (status == 0) {
+    pthread_mutex_lock(&c->mu);
+    if (c->info.applied_index < index) c->info.applied_index = index;
+    pthread_mutex_unlock(&c->mu);
+  }
   cluster__item *it = b->items;
   if (status == 0 && b->outcomes != NULL && b->n_outcomes == b->n) {
     for (size_t i = 0; it != NULL; i++) {
@@ -91,16 +101,8 @@ static void on_applied(struct raft_apply *req, int status, void *result) {
                c->id, (uint64_t)req->index, raft_strerror(status));
     fail_items(it, status == 0 ? KYSO_INTERNAL : KYSO_UNAVAILABLE, msg);
   }
-  uint64_t index = req->index;
   archive_outcomes_free(b->outcomes, b->n_outcomes);
   free(b);
-  cluster__refresh_info(c);
-  if (status == 0) {
-    /* libraft moves last_applied past this entry only after this callback. */
-    pthread_mutex_lock(&c->mu);
-    if (c->info.applied_index < index) c->info.applied_index = index;
-    pthread_mutex_unlock(&c->mu);
-  }
 }
 
 /* Proposes the commands items..(n of them) as one entry; answers them on failure. */
