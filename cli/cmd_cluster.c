@@ -92,7 +92,7 @@ static void print_text(const Kyso__V1__ClusterStatus *s) {
     printf("%-6llu %-8s %-24s %s%s%s\n", (unsigned long long)m->id, m->voter ? "voter" : "standby",
            m->raft_address, m->rpc_address[0] ? m->rpc_address : "?",
            m->id == s->leader_id ? "  (leader)" : "",
-           m->reachable ? "" : "  (unreachable: not heard from lately, behind the log)");
+           m->reachable ? "" : "  (unreachable: the leader has not heard from it lately)");
   }
 }
 

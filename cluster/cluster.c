@@ -20,10 +20,27 @@
 /* Between attempts to reach a peer: short, so a restarted peer is back in
  * well under a second. */
 #define CONNECT_RETRY_MS 200
-/* A follower this many entries behind, and not heard from within an
- * election timeout, counts as unreachable (the leader copies documents to
- * the others first). */
-#define REACHABLE_LAG 32
+/* On the leader, a member not heard from within this many election
+ * timeouts counts as unreachable (documents are copied to the others
+ * first). libraft clears recent_recv at every election timeout, so one
+ * timeout alone would flicker. */
+#define REACHABLE_TIMEOUTS 2
+
+/* Whether the leader heard from member id lately (loop thread). */
+static int heard_lately(cluster *c, uint64_t id, int recent_recv) {
+  uint64_t now = uv_now(&c->loop);
+  size_t i, free_slot = CLUSTER_MAX_MEMBERS;
+  for (i = 0; i < CLUSTER_MAX_MEMBERS && c->heard[i].id != id; i++)
+    if (c->heard[i].id == 0 && free_slot == CLUSTER_MAX_MEMBERS) free_slot = i;
+  if (i == CLUSTER_MAX_MEMBERS) {
+    if (free_slot == CLUSTER_MAX_MEMBERS) return 1; /* cannot track: assume so */
+    i = free_slot;
+    c->heard[i].id = id;
+    c->heard[i].ms = now; /* newly seen: give it the benefit of the doubt */
+  }
+  if (recent_recv) c->heard[i].ms = now;
+  return now - c->heard[i].ms <= (uint64_t)REACHABLE_TIMEOUTS * c->election_ms;
+}
 
 const char *cluster_state_name(cluster_role_state s) {
   switch (s) {
@@ -71,6 +88,8 @@ void cluster__refresh_info(cluster *c) {
       default: in.state = CLUSTER_UNAVAILABLE; break;
     }
     raft_leader(r, &leader, &leader_addr);
+    if (raft_state(r) != RAFT_LEADER) /* a later leadership starts afresh */
+      memset(c->heard, 0, sizeof(c->heard));
     in.term = r->current_term;
     in.last_index = raft_last_index(r);
     in.commit_index = r->commit_index;
@@ -88,7 +107,7 @@ void cluster__refresh_info(cluster *c) {
           r->leader_state.progress != NULL) {
         const struct raft_progress *pg = &r->leader_state.progress[i];
         in.members[i].reachable =
-            pg->recent_recv || pg->match_index + REACHABLE_LAG >= in.last_index;
+            heard_lately(c, r->configuration.servers[i].id, pg->recent_recv);
       }
       in.member_count++;
     }
@@ -168,9 +187,9 @@ static kyso_status raft_fail(kyso_err *err, cluster *c, int rv, const char *what
 
 static kyso_status check_opts(const cluster_opts *o, const char **self, kyso_err *err) {
   *self = NULL;
-  if (o->id == 0 || o->dir == NULL || o->dir[0] == '\0' || o->archive == NULL)
-    return kyso_fail(err, KYSO_INVALID_ARGUMENT, "a cluster node needs an id above 0, a "
-                                                 "directory and an archive");
+  if (o->id == 0 || o->dir == NULL || o->dir[0] == '\0')
+    return kyso_fail(err, KYSO_INVALID_ARGUMENT, "a cluster node needs an id above 0 and a "
+                                                 "directory");
   if (o->member_count == 0 || o->member_count > CLUSTER_MAX_MEMBERS)
     return kyso_fail(err, KYSO_INVALID_ARGUMENT, "a cluster lists 1..%d members, not %zu",
                      CLUSTER_MAX_MEMBERS, o->member_count);
@@ -225,6 +244,8 @@ kyso_status cluster_open(const cluster_opts *o, cluster **out, kyso_err *err) {
   *out = NULL;
   kyso_status st = check_opts(o, &self, err);
   if (st != KYSO_OK) return st;
+  if (o->archive == NULL)
+    return kyso_fail(err, KYSO_INVALID_ARGUMENT, "a cluster node needs an archive to apply to");
   cluster *c = calloc(1, sizeof(*c));
   if (c == NULL || (c->dir = strdup(o->dir)) == NULL) {
     free(c);
@@ -285,7 +306,8 @@ kyso_status cluster_open(const cluster_opts *o, cluster **out, kyso_err *err) {
   raft_inited = 1;
   c->raft.data = c;
   unsigned hb = o->heartbeat_ms ? o->heartbeat_ms : DEFAULT_HEARTBEAT_MS;
-  raft_set_election_timeout(&c->raft, o->election_ms ? o->election_ms : DEFAULT_ELECTION_MS);
+  c->election_ms = o->election_ms ? o->election_ms : DEFAULT_ELECTION_MS;
+  raft_set_election_timeout(&c->raft, c->election_ms);
   raft_set_heartbeat_timeout(&c->raft, hb);
   if (o->snapshot_threshold) raft_set_snapshot_threshold(&c->raft, o->snapshot_threshold);
   if (o->snapshot_trailing) raft_set_snapshot_trailing(&c->raft, o->snapshot_trailing);
@@ -546,8 +568,7 @@ kyso_status cluster_recover(const char *dir, uint64_t id, const cluster_member *
   const char *self = NULL;
   kyso_status st = KYSO_OK;
   int rv;
-  cluster_opts o = {.id = id, .dir = dir, .archive = (archive *)1, /* not opened: never used */
-                    .members = members, .member_count = member_count};
+  cluster_opts o = {.id = id, .dir = dir, .members = members, .member_count = member_count};
   if ((st = check_opts(&o, &self, err)) != KYSO_OK) return st;
   memset(&fsm, 0, sizeof(fsm));
   fsm.version = 1;

@@ -75,6 +75,11 @@ struct cluster {
   cluster__batch *pending; /* proposed, not yet answered, in index order */
   int closing;
   uint64_t snapshots_taken, snapshots_installed;
+  unsigned election_ms;
+  struct {
+    uint64_t id;
+    uint64_t ms; /* loop time a message from it was last seen (leader only) */
+  } heard[CLUSTER_MAX_MEMBERS];
 
   pthread_t thread;
   int thread_started;

@@ -149,7 +149,7 @@ typedef struct cluster_info {
     char raft_address[CLUSTER_MAX_ADDRESS + 1];
     char rpc_address[CLUSTER_MAX_ADDRESS + 1]; /* "" when unknown */
     int voter; /* 1 voter, 0 stand-by or spare */
-    int reachable; /* on the leader: heard from lately and keeping up with the log; else 1 */
+    int reachable; /* on the leader: heard from within two election timeouts; else 1 */
   } members[CLUSTER_MAX_MEMBERS];
 } cluster_info;
 void cluster_get_info(cluster *c, cluster_info *out);

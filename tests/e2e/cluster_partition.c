@@ -5,7 +5,8 @@
  * acknowledges no write, while the other two elect a leader and take
  * writes. After healing, the old leader follows and converges: the same
  * applied index and state digest as the others, every document written
- * during the partition present there with its bytes.
+ * during the partition present there with its bytes. Meanwhile the new
+ * leader's status marks the cut-off node unreachable, and not after healing.
  *
  * Needs root and network namespaces; without them it says so and is
  * skipped (exit 77, which ctest shows as skipped). */
@@ -148,6 +149,18 @@ static void test_minority_cannot_acknowledge(void **state) {
   for (int k = 0; k < 6; k++, n++)
     if (put(next, (uint64_t)n, ids[n], msg, sizeof(msg)) != 0)
       E2E_FAIL("Put on the majority's leader: %s", msg);
+  /* The new leader reports the cut-off node unreachable (it hears nothing
+   * from it any more). */
+  int64_t until = e2e_now_ms() + E2E_CLUSTER_WAIT_MS;
+  int unreachable = 0;
+  while (!unreachable && e2e_now_ms() < until) {
+    Kyso__V1__ClusterStatus *ls = e2e_cluster_status(&CL, next);
+    for (size_t m = 0; m < ls->n_members; m++)
+      if (ls->members[m]->id == (uint64_t)old + 1) unreachable = !ls->members[m]->reachable;
+    kyso__v1__cluster_status__free_unpacked(ls, NULL);
+    if (!unreachable) e2e_pause_ms(50);
+  }
+  if (!unreachable) E2E_FAIL("the new leader still reports the cut-off node reachable");
   Kyso__V1__ClusterStatus *s = e2e_cluster_status(&CL, old), *t = e2e_cluster_status(&CL, next);
   if (strcmp(s->state, "leader") == 0 && s->term >= t->term)
     E2E_FAIL("the cut-off node still leads in the newest term");
@@ -158,13 +171,22 @@ static void test_minority_cannot_acknowledge(void **state) {
   partition(old, 0);
   up[old] = 1;
   E2E_EQ("one leader after healing", e2e_cluster_wait_leader(&CL, up), next);
+  until = e2e_now_ms() + E2E_CLUSTER_WAIT_MS;
+  for (unreachable = 1; unreachable && e2e_now_ms() < until;) {
+    Kyso__V1__ClusterStatus *ls = e2e_cluster_status(&CL, next);
+    unreachable = 0;
+    for (size_t m = 0; m < ls->n_members; m++) unreachable |= !ls->members[m]->reachable;
+    kyso__v1__cluster_status__free_unpacked(ls, NULL);
+    if (unreachable) e2e_pause_ms(50);
+  }
+  if (unreachable) E2E_FAIL("after healing the leader still reports a member unreachable");
   uint64_t idx = e2e_cluster_applied(&CL, next);
   for (int i = 0; i < N; i++) e2e_cluster_wait_applied(&CL, i, idx);
   e2e_cluster_check_digests(&CL, up, "healed");
   E2E_EQ("writes the cut-off node refused", refused, 3);
   /* Every acknowledged document, bytes included, on the healed node. */
   for (int k = 0; k < n; k++) {
-    int64_t until = e2e_now_ms() + E2E_CLUSTER_WAIT_MS;
+    until = e2e_now_ms() + E2E_CLUSTER_WAIT_MS;
     for (;;) {
       e2e_got g;
       memset(&g, 0, sizeof(g));
