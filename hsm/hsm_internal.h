@@ -29,6 +29,14 @@
 #define HSM__P256_OID_DER "\x06\x08\x2a\x86\x48\xce\x3d\x03\x01\x07"
 #define HSM__P256_OID_LEN 10
 
+/* A wrapped private key we accept: RSA-3072's PKCS#8 is ~1.8 KB, RFC 5649
+ * adds at most 15 bytes; anything longer is not one of our keys. */
+#define HSM__MAX_WRAPPED 4096
+/* A SubjectPublicKeyInfo we accept: RSA-3072 is 422 bytes of DER. */
+#define HSM__MAX_SPKI 1024
+/* The most hsm__sign_prepare writes to `in`: DigestInfo(SHA-256), 51 bytes. */
+#define HSM__SIGN_IN_MAX 51
+
 /* ckr.c — PKCS#11 return values */
 const char *hsm__rv_name(CK_RV rv);
 /* Non-zero when rv means the token, its sessions or its handles are gone and
@@ -136,6 +144,10 @@ typedef struct hsm__keymap {
   hsm__key **buckets;
   size_t nbuckets;
   size_t count;
+  /* The KEK last found by label: finding it is a linear scan of the token,
+   * and a new node unwraps every key of the cluster under it. */
+  char kek_label[KYSO_MAX_LABEL + 1];
+  CK_OBJECT_HANDLE kek;
 } hsm__keymap;
 
 /* Printable ASCII, 1..KYSO_MAX_LABEL bytes; INVALID_ARGUMENT otherwise. */
@@ -171,6 +183,10 @@ void hsm__keymap_set_flags(hsm__keymap *m, const char *label, int sensitive,
 kyso_status hsm__keymap_list(hsm__keymap *m, hsm_key_info **out, size_t *n,
                              kyso_err *err);
 void hsm__key_to_info(const hsm__key *k, hsm_key_info *info);
+/* The cached handle of the KEK labelled kek_label, or CK_INVALID_HANDLE.
+ * Cleared with the map, so a reinit never hands out a stale handle. */
+CK_OBJECT_HANDLE hsm__keymap_kek(hsm__keymap *m, const char *kek_label);
+void hsm__keymap_set_kek(hsm__keymap *m, const char *kek_label, CK_OBJECT_HANDLE kek);
 
 /* keyscan.c — one enumeration pass over the token into the map */
 kyso_status hsm__keyscan(CK_FUNCTION_LIST *fl, CK_SESSION_HANDLE s,
@@ -187,6 +203,43 @@ kyso_status hsm__pubkey_read(CK_FUNCTION_LIST *fl, CK_SESSION_HANDLE s,
                              EVP_PKEY **out, kyso_err *err);
 /* SHA-256 of the DER SubjectPublicKeyInfo: kyso's CKA_ID. */
 kyso_status hsm__pubkey_id(EVP_PKEY *pk, uint8_t id[32], kyso_err *err);
+
+/* sign.c — the C_Sign mechanism and input for a digest */
+/* INVALID_ARGUMENT when mech does not fit k->type; in holds HSM__SIGN_IN_MAX. */
+kyso_status hsm__sign_prepare(const hsm__key *k, const char *token, hsm_mech mech,
+                              const uint8_t *digest, CK_MECHANISM *m,
+                              CK_RSA_PKCS_PSS_PARAMS *pss, uint8_t *in, size_t *in_len,
+                              kyso_err *err);
+
+/* kek.c — the cluster's key-encryption key in this token */
+/* CKA_UNWRAP_TEMPLATE of every kyso KEK, and part of every template we unwrap
+ * with (SoftHSM wants the caller's template to repeat it): whatever is
+ * unwrapped under the KEK is private, sensitive, never extractable again. */
+#define HSM__KEK_GUARD_N 4
+void hsm__kek_guard(CK_ATTRIBUTE t[HSM__KEK_GUARD_N]);
+/* The KEK labelled kek_label, checked: an AES-256 secret key, CKA_TRUSTED,
+ * wraps and unwraps, locked down (kek.c says how), the guard as its unwrap
+ * template. FAILED_PRECONDITION names the ceremony (kyso-token import-kek)
+ * otherwise. The handle is cached in h->map, re-checked on every use. */
+kyso_status hsm__kek_find(hsm *h, CK_SESSION_HANDLE s, const char *kek_label,
+                          CK_OBJECT_HANDLE *out, kyso_err *err);
+
+/* spki.c — a SubjectPublicKeyInfo for a key arriving from another node */
+/* Parses der (all of it) and checks it is a `type` key; caller frees *out. */
+kyso_status hsm__spki_parse(const uint8_t *der, size_t len, hsm_key_type type,
+                            const char *label, EVP_PKEY **out, kyso_err *err);
+/* C_CreateObject of the public key pk: a session object (CKA_TOKEN=false)
+ * labelled k->label with CKA_ID k->id, CKA_VERIFY only. */
+kyso_status hsm__spki_create(CK_FUNCTION_LIST *fl, CK_SESSION_HANDLE s, const char *token,
+                             const hsm__key *k, EVP_PKEY *pk, CK_OBJECT_HANDLE *out,
+                             kyso_err *err);
+
+/* pairproof.c — a private object and a public key belong together */
+/* Signs a random digest with priv (type k->type) and verifies it with pk in
+ * OpenSSL. DATA_LOSS when they do not match. */
+kyso_status hsm__pair_prove(CK_FUNCTION_LIST *fl, CK_SESSION_HANDLE s, const char *token,
+                            const hsm__key *k, CK_OBJECT_HANDLE priv, EVP_PKEY *pk,
+                            kyso_err *err);
 
 /* hsm.c — the handle */
 struct hsm {

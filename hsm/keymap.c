@@ -98,6 +98,8 @@ kyso_status hsm__label_check(const char *label, kyso_err *err) {
 
 kyso_status hsm__keymap_init(hsm__keymap *m, kyso_err *err) {
   m->count = 0;
+  m->kek_label[0] = '\0';
+  m->kek = CK_INVALID_HANDLE;
   m->nbuckets = INITIAL_BUCKETS;
   m->buckets = calloc(m->nbuckets, sizeof(*m->buckets));
   if (m->buckets == NULL)
@@ -125,6 +127,8 @@ void hsm__keymap_clear(hsm__keymap *m) {
     m->buckets[i] = NULL;
   }
   m->count = 0;
+  m->kek_label[0] = '\0';
+  m->kek = CK_INVALID_HANDLE;
   pthread_rwlock_unlock(&m->lock);
 }
 
@@ -257,6 +261,21 @@ void hsm__key_to_info(const hsm__key *k, hsm_key_info *info) {
   info->sensitive = k->sensitive;
   info->extractable = k->extractable;
   info->wrap_with_trusted = k->wrap_with_trusted;
+}
+
+CK_OBJECT_HANDLE hsm__keymap_kek(hsm__keymap *m, const char *kek_label) {
+  CK_OBJECT_HANDLE o = CK_INVALID_HANDLE;
+  pthread_rwlock_rdlock(&m->lock);
+  if (strcmp(m->kek_label, kek_label) == 0) o = m->kek;
+  pthread_rwlock_unlock(&m->lock);
+  return o;
+}
+
+void hsm__keymap_set_kek(hsm__keymap *m, const char *kek_label, CK_OBJECT_HANDLE kek) {
+  pthread_rwlock_wrlock(&m->lock);
+  snprintf(m->kek_label, sizeof(m->kek_label), "%s", kek_label);
+  m->kek = kek;
+  pthread_rwlock_unlock(&m->lock);
 }
 
 static int by_label(const void *a, const void *b) {

@@ -8,6 +8,8 @@
 static const uint8_t sha256_digest_info[19] = {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60,
                                                0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
                                                0x01, 0x05, 0x00, 0x04, 0x20};
+_Static_assert(sizeof(sha256_digest_info) + 32 == HSM__SIGN_IN_MAX,
+               "HSM__SIGN_IN_MAX is DigestInfo(SHA-256)");
 
 static const char *mech_name(hsm_mech mech) {
   switch (mech) {
@@ -22,11 +24,11 @@ static const char *mech_name(hsm_mech mech) {
 }
 
 /* The PKCS#11 mechanism and input for mech, or INVALID_ARGUMENT when mech
- * does not fit the key. in must hold 51 bytes. */
-static kyso_status prepare(const hsm__key *k, const char *token, hsm_mech mech,
-                           const uint8_t *digest, CK_MECHANISM *m,
-                           CK_RSA_PKCS_PSS_PARAMS *pss, uint8_t *in, size_t *in_len,
-                           kyso_err *err) {
+ * does not fit the key. in must hold HSM__SIGN_IN_MAX (51) bytes. */
+kyso_status hsm__sign_prepare(const hsm__key *k, const char *token, hsm_mech mech,
+                              const uint8_t *digest, CK_MECHANISM *m,
+                              CK_RSA_PKCS_PSS_PARAMS *pss, uint8_t *in, size_t *in_len,
+                              kyso_err *err) {
   int rsa = k->type == HSM_KEY_RSA_2048 || k->type == HSM_KEY_RSA_3072;
   int ok = (mech == HSM_MECH_ECDSA_SHA256) ? k->type == HSM_KEY_EC_P256
                                            : rsa && (mech == HSM_MECH_RSA_PKCS1_SHA256 ||
@@ -63,7 +65,7 @@ kyso_status hsm_sign_digest(hsm *h, const char *label, hsm_mech mech, const uint
   hsm__key k = {0};
   CK_MECHANISM m;
   CK_RSA_PKCS_PSS_PARAMS pss;
-  uint8_t in[sizeof(sha256_digest_info) + 32];
+  uint8_t in[HSM__SIGN_IN_MAX];
   uint8_t out[KYSO_MAX_SIGNATURE];
   size_t in_len = 0;
   CK_ULONG out_len = sizeof(out);
@@ -78,7 +80,8 @@ kyso_status hsm_sign_digest(hsm *h, const char *label, hsm_mech mech, const uint
   if ((st = hsm__label_check(label, err)) != KYSO_OK) return st;
   if ((st = hsm__enter(h, &g, err)) != KYSO_OK) return st;
   if ((st = hsm__keymap_get(&h->map, label, h->token, &k, err)) != KYSO_OK) goto out;
-  if ((st = prepare(&k, h->token, mech, digest, &m, &pss, in, &in_len, err)) != KYSO_OK)
+  if ((st = hsm__sign_prepare(&k, h->token, mech, digest, &m, &pss, in, &in_len, err)) !=
+      KYSO_OK)
     goto out;
   size_t need = k.type == HSM_KEY_EC_P256 ? 64 : (k.bits + 7) / 8;
   if (*sig_len < need) {

@@ -74,6 +74,34 @@ kyso_status hsm_list_keys(hsm *h, hsm_key_info **out, size_t *count,
 kyso_status hsm_public_key(hsm *h, const char *label, EVP_PKEY **out,
                            kyso_err *err) KYSO_MUST_CHECK;
 
+/* Replication: one key in every node's token, never in the clear outside.
+ * The KEK is an AES-256 secret key with CKA_TRUSTED, put into each token by
+ * its security officer (kyso-token import-kek); kek_label is its CKA_LABEL. */
+/* OK when the KEK is present, trusted, locked down and wraps and unwraps in
+ * this token; FAILED_PRECONDITION naming the ceremony otherwise. */
+kyso_status hsm_kek_check(hsm *h, const char *kek_label, kyso_err *err) KYSO_MUST_CHECK;
+/* Wraps the private key `label` under the KEK (CKM_AES_KEY_WRAP_PAD, RFC
+ * 5649), then sets its CKA_EXTRACTABLE false: a key is wrapped once in its
+ * life. *wrapped is malloc()ed, caller frees, and must replicate it durably:
+ * it is the only copy that can reach another node. NOT_FOUND for an unknown
+ * key; FAILED_PRECONDITION "already wrapped once", or for a missing or
+ * unsafe KEK. If the flag cannot be set, nothing is returned (the blob is
+ * wiped) and the key stays extractable, so a retry is safe. */
+kyso_status hsm_wrap_key(hsm *h, const char *label, const char *kek_label, uint8_t **wrapped,
+                         size_t *wrapped_len, kyso_err *err) KYSO_MUST_CHECK;
+/* Unwraps a blob from hsm_wrap_key into this token as key `label`: private
+ * half as generated keys but never extractable, public half from spki_der
+ * (DER SubjectPublicKeyInfo, which must be a `type` key), CKA_ID = SHA-256 of
+ * it; the pair is proven with one test signature before it is stored.
+ * OK without change if `label` already holds this key; ALREADY_EXISTS if it
+ * holds another. DATA_LOSS for a wrong KEK or a corrupted blob or a blob that
+ * does not match spki_der; INVALID_ARGUMENT for a truncated blob or an SPKI
+ * of another type. On failure nothing is left in the token. */
+kyso_status hsm_unwrap_key(hsm *h, const char *label, hsm_key_type type,
+                           const uint8_t *spki_der, size_t spki_len, const uint8_t *wrapped,
+                           size_t wrapped_len, const char *kek_label, hsm_key_info *info_out,
+                           kyso_err *err) KYSO_MUST_CHECK;
+
 /* Signing */
 /* Signs a 32-byte SHA-256 digest with one C_Sign on a pooled session.
  * RSA: the raw signature (modulus-sized). ECDSA: raw r||s (64 bytes for
