@@ -10,14 +10,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* Runs argv, captures at most cap-1 bytes of stdout into out. */
-static int run(char *const argv[], char *out, size_t cap) {
+int fx_run(char *const argv[], int with_stderr, char *out, size_t cap) {
   int fds[2];
-  if (pipe(fds) != 0) return -1;
+  if (cap == 0 || pipe(fds) != 0) return -1;
   pid_t pid = fork();
   if (pid < 0) return -1;
   if (pid == 0) {
     dup2(fds[1], 1);
+    if (with_stderr) dup2(fds[1], 2);
     close(fds[0]);
     close(fds[1]);
     execv(argv[0], argv);
@@ -26,12 +26,12 @@ static int run(char *const argv[], char *out, size_t cap) {
   close(fds[1]);
   size_t used = 0;
   ssize_t n;
-  while ((n = read(fds[0], out + used, cap - 1 - used)) > 0) used += (size_t)n;
+  while (used + 1 < cap && (n = read(fds[0], out + used, cap - 1 - used)) > 0) used += (size_t)n;
   out[used] = '\0';
   close(fds[0]);
   int status = 0;
-  if (waitpid(pid, &status, 0) != pid) return -1;
-  return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
+  if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return -1;
+  return WEXITSTATUS(status);
 }
 
 int fx_token_make(fx_token *t, const char *label) {
@@ -44,7 +44,7 @@ int fx_token_make(fx_token *t, const char *label) {
     return -1;
   }
   char *argv[] = {"/bin/bash", KYSO_SOFTHSM_SH, t->dir, t->label, FX_PIN, FX_SO_PIN, NULL};
-  if (run(argv, t->conf, sizeof(t->conf)) != 0) {
+  if (fx_run(argv, 0, t->conf, sizeof(t->conf)) != 0) {
     fprintf(stderr, "fixture %s failed for token '%s'\n", KYSO_SOFTHSM_SH, label);
     return -1;
   }

@@ -90,46 +90,20 @@ typedef struct world {
       fail_msg("message '%s' does not say '%s'", (err).msg, (needle)); \
   } while (0)
 
-/* Runs argv with stdout and stderr into out (NUL-terminated); the exit
- * status, or -1 when it did not exit. */
-static int run(char *const argv[], char *out, size_t cap) {
-  int fds[2];
-  if (pipe(fds) != 0) return -1;
-  pid_t pid = fork();
-  if (pid < 0) return -1;
-  if (pid == 0) {
-    dup2(fds[1], 1);
-    dup2(fds[1], 2);
-    close(fds[0]);
-    close(fds[1]);
-    execv(argv[0], argv);
-    _exit(127);
-  }
-  close(fds[1]);
-  size_t used = 0;
-  ssize_t n;
-  while (used + 1 < cap && (n = read(fds[0], out + used, cap - 1 - used)) > 0) used += (size_t)n;
-  out[used] = '\0';
-  close(fds[0]);
-  int status = 0;
-  if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return -1;
-  return WEXITSTATUS(status);
-}
-
 /* kyso-token import-kek into token t; the exit status, output in out. */
 static int import_kek(world *w, int t, const char *kek_file, char *out, size_t cap) {
   char *argv[] = {
       KYSO_TOKEN_BIN,       "import-kek",     "--module", KYSO_SOFTHSM_MODULE, "--token",
       (char *)tok_label[t], "--so-pin-file",  w->so_pin,  "--user-pin-file",   w->user_pin,
       "--kek-file",         (char *)kek_file, NULL};
-  return run(argv, out, cap);
+  return fx_run(argv, 1, out, cap);
 }
 
 static int check_kek(world *w, int t, char *out, size_t cap) {
   char *argv[] = {KYSO_TOKEN_BIN,      "check-kek", "--module",
                   KYSO_SOFTHSM_MODULE, "--token",   (char *)tok_label[t],
                   "--user-pin-file",   w->user_pin, NULL};
-  return run(argv, out, cap);
+  return fx_run(argv, 1, out, cap);
 }
 
 static int write_secret(const char *path, const void *p, size_t n) {
@@ -147,7 +121,7 @@ static int make_tokens(world *w) {
   for (int t = 0; t < NTOK; t++) {
     char *argv[] = {"/bin/bash", KYSO_SOFTHSM_SH, w->dir, (char *)tok_label[t],
                     FX_PIN,      FX_SO_PIN,       NULL};
-    if (run(argv, conf, sizeof(conf)) != 0) {
+    if (fx_run(argv, 0, conf, sizeof(conf)) != 0) {
       fprintf(stderr, "softhsm.sh failed for %s: %s\n", tok_label[t], conf);
       return -1;
     }
@@ -346,11 +320,11 @@ static void test_kyso_token(void **state) {
   kyso_hex(w->kek1_bytes, 32, hex1);
   kyso_hex(w->kek2_bytes, 32, hex2);
   char *help[] = {KYSO_TOKEN_BIN, "--help", NULL};
-  assert_int_equal(run(help, out, sizeof(out)), 0);
+  assert_int_equal(fx_run(help, 1, out, sizeof(out)), 0);
   assert_non_null(strstr(out, "import-kek"));
   assert_non_null(strstr(out, "check-kek"));
   char *bad[] = {KYSO_TOKEN_BIN, "import-kek", "--module", KYSO_SOFTHSM_MODULE, NULL};
-  assert_int_equal(run(bad, out, sizeof(out)), 2);
+  assert_int_equal(fx_run(bad, 1, out, sizeof(out)), 2);
   /* The same KEK file gives the same check value; another KEK another. */
   assert_int_equal(check_kek(w, A, out, sizeof(out)), 0);
   kcv_of(out, kcv_a);
