@@ -142,7 +142,7 @@ kyso_status archive__apply(archive *a, const uint8_t *cmd, size_t cmd_len,
   if (c == NULL)
     return kyso_fail(err, KYSO_INVALID_ARGUMENT, "the command is not a kyso.store.v1.Command");
   if ((st = archive__validate(c, err)) != KYSO_OK) goto out;
-  if (c->request_id[0] != '\0') {
+  if (c->request_id[0] != '\0' && !archive__is_key_command(c)) {
     if ((klen = archive__request_key(c->principal, c->request_id, key)) == 0) {
       st = kyso_fail(err, KYSO_INVALID_ARGUMENT, "request_id '%.64s' cannot be keyed",
                      c->request_id);
@@ -153,7 +153,8 @@ kyso_status archive__apply(archive *a, const uint8_t *cmd, size_t cmd_len,
   }
   /* Everything below adds to wb; a failure rolls back to here. */
   rocksdb_writebatch_wi_set_save_point(wb);
-  st = execute(a, wb, c, &res, sig_id, err);
+  st = archive__is_key_command(c) ? archive__apply_key(a, wb, c, &res, err)
+                                  : execute(a, wb, c, &res, sig_id, err);
   if (st == KYSO_OK && klen > 0) st = remember(a, wb, key, klen, &res, err);
   /* The audit-log leaf of this change joins the same batch here. */
   if (st == KYSO_OK && !res.replayed && a->audit != NULL)

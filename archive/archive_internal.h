@@ -24,7 +24,9 @@
  *   indexes       'u' unit 0 date 0 created_ms(8 BE) docid[32] -> ""
  *                 'a' account 0 date 0 created_ms(8 BE) docid[32] -> ""
  *                 'n' unit 0 number_notation 0 docid[32] -> ""
- *   requests      principal 0 request_id -> CommandResult (first result) */
+ *   requests      principal 0 request_id -> CommandResult (first result)
+ *   keys          label -> KeyRecord (the key registry: what every node's
+ *                 token and certificate store must hold) */
 enum {
   ARCHIVE__CF_DEFAULT,
   ARCHIVE__CF_BLOBS,
@@ -34,6 +36,7 @@ enum {
   ARCHIVE__CF_CERTIFICATES,
   ARCHIVE__CF_INDEXES,
   ARCHIVE__CF_REQUESTS,
+  ARCHIVE__CF_KEYS,
   ARCHIVE__CF_COUNT
 };
 
@@ -172,6 +175,13 @@ const Kyso__Store__V1__RecordDocument *archive__command_document(const archive__
 kyso_status archive__apply(archive *a, const uint8_t *cmd, size_t cmd_len,
                            rocksdb_writebatch_wi_t *wb, uint8_t **result, size_t *result_len,
                            kyso_err *err);
+/* apply_key.c: RecordKey and RecordCertificate into the key registry
+ * (res->key_label points into c). */
+kyso_status archive__apply_key(archive *a, rocksdb_writebatch_wi_t *wb, const archive__command *c,
+                               archive__result *res, kyso_err *err);
+/* 1 for the commands that change the key registry (no document, no request id). */
+int archive__is_key_command(const archive__command *c);
+
 /* apply_doc.c: the document record, signature and index writes of apply. */
 kyso_status archive__apply_document(archive *a, rocksdb_writebatch_wi_t *wb,
                                     const archive__command *c,

@@ -12,7 +12,7 @@
 
 static const char *const cf_names[ARCHIVE__CF_COUNT] = {"default",   "blobs",      "blob_manifests",
                                                         "documents", "signatures", "certificates",
-                                                        "indexes",   "requests"};
+                                                        "indexes",   "requests",   "keys"};
 
 /* RocksDB's WALRecoveryMode::kAbsoluteConsistency: any damage in the WAL
  * fails the open instead of truncating acknowledged writes away. */

@@ -1,6 +1,6 @@
 /* archive — the state digest: one SHA-256 over the logical contents of the
  * records (documents, signatures, certificates, indexes, idempotency
- * entries), in key order, read from one snapshot together with the applied
+ * entries, the key registry), in key order, read from one snapshot together with the applied
  * index. Two replicas that applied the same entries have the same digest,
  * whatever their files look like. The blob tier is left out: it is
  * node-local by design (a follower may still be fetching, and a leader that
@@ -14,7 +14,7 @@
 #include "archive_internal.h"
 
 static const int digest_cfs[] = {ARCHIVE__CF_DOCUMENTS, ARCHIVE__CF_SIGNATURES, ARCHIVE__CF_CERTIFICATES,
-                                 ARCHIVE__CF_INDEXES, ARCHIVE__CF_REQUESTS};
+                                 ARCHIVE__CF_INDEXES, ARCHIVE__CF_REQUESTS, ARCHIVE__CF_KEYS};
 
 static void add_len(EVP_MD_CTX *md, size_t n) {
   uint8_t b[8];

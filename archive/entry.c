@@ -100,7 +100,8 @@ kyso_status archive_pack_entry(const uint8_t *const *cmds, const size_t *lens, s
  * stored state) are answers; anything else means this node's store could
  * not take what the others took. */
 static int deterministic(kyso_status st) {
-  return st == KYSO_INVALID_ARGUMENT || st == KYSO_FAILED_PRECONDITION;
+  return st == KYSO_INVALID_ARGUMENT || st == KYSO_FAILED_PRECONDITION ||
+         st == KYSO_ALREADY_EXISTS;
 }
 
 /* A command this kysod is too old to apply must stop the node, not be

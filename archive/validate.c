@@ -74,6 +74,47 @@ static kyso_status signing(const Kyso__Store__V1__RecordSigning *s, kyso_err *er
   return KYSO_OK;
 }
 
+/* Wrapped PKCS#8 of an RSA-3072 key is about 1.8 KiB. */
+#define MAX_WRAPPED_KEY 8192
+
+static kyso_status key(const Kyso__Store__V1__RecordKey *k, kyso_err *err) {
+  kyso_status st;
+  if (k == NULL) return kyso_fail(err, KYSO_INVALID_ARGUMENT, "command names no key");
+  if ((st = text("key.label", k->label, KYSO_MAX_LABEL, 1, err)) != KYSO_OK ||
+      (st = text("key.kek_label", k->kek_label, KYSO_MAX_LABEL, k->wrapped.len > 0, err)) !=
+          KYSO_OK ||
+      (st = bytes("key.public_key", &k->public_key, 1, KYSO_MAX_CERT_DER, err)) != KYSO_OK ||
+      (st = bytes("key.wrapped", &k->wrapped, 0, MAX_WRAPPED_KEY, err)) != KYSO_OK)
+    return st;
+  if (strcmp(k->algorithm, "ec-p256") != 0 && strcmp(k->algorithm, "rsa-2048") != 0 &&
+      strcmp(k->algorithm, "rsa-3072") != 0)
+    return kyso_fail(err, KYSO_INVALID_ARGUMENT, "command field key.algorithm '%.16s' is unknown",
+                     k->algorithm);
+  return KYSO_OK;
+}
+
+static kyso_status certificate(const Kyso__Store__V1__RecordCertificate *r, kyso_err *err) {
+  kyso_status st;
+  if (r == NULL) return kyso_fail(err, KYSO_INVALID_ARGUMENT, "command names no certificate");
+  if ((st = text("certificate.label", r->label, KYSO_MAX_LABEL, 1, err)) != KYSO_OK ||
+      (st = bytes("certificate.certificate", &r->certificate, 1, KYSO_MAX_CERT_DER, err)) !=
+          KYSO_OK)
+    return st;
+  if (r->n_chain > KYSO_MAX_CERT_CHAIN)
+    return kyso_fail(err, KYSO_INVALID_ARGUMENT,
+                     "command carries %zu chain certificates, more than %d", r->n_chain,
+                     KYSO_MAX_CERT_CHAIN);
+  for (size_t i = 0; i < r->n_chain; i++)
+    if ((st = bytes("certificate.chain[]", &r->chain[i], 1, KYSO_MAX_CERT_DER, err)) != KYSO_OK)
+      return st;
+  return KYSO_OK;
+}
+
+int archive__is_key_command(const archive__command *c) {
+  return c->op_case == KYSO__STORE__V1__COMMAND__OP_RECORD_KEY ||
+         c->op_case == KYSO__STORE__V1__COMMAND__OP_RECORD_CERTIFICATE;
+}
+
 kyso_status archive__validate(const archive__command *c, kyso_err *err) {
   kyso_status st;
   if (c->version != ARCHIVE__COMMAND_VERSION)
@@ -92,6 +133,14 @@ kyso_status archive__validate(const archive__command *c, kyso_err *err) {
       if (c->record_signing == NULL)
         return kyso_fail(err, KYSO_INVALID_ARGUMENT, "command names no signing");
       return signing(c->record_signing, err);
+    case KYSO__STORE__V1__COMMAND__OP_RECORD_KEY:
+    case KYSO__STORE__V1__COMMAND__OP_RECORD_CERTIFICATE:
+      /* Keys are named by label: a retry finds the label taken, no request id needed. */
+      if (c->request_id[0] != '\0')
+        return kyso_fail(err, KYSO_INVALID_ARGUMENT, "key commands carry no request_id");
+      return c->op_case == KYSO__STORE__V1__COMMAND__OP_RECORD_KEY
+                 ? key(c->record_key, err)
+                 : certificate(c->record_certificate, err);
     default:
       return kyso_fail(err, KYSO_INVALID_ARGUMENT, "command carries no operation this kysod knows");
   }

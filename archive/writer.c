@@ -173,6 +173,11 @@ kyso_status archive__precheck(archive *a, const uint8_t *cmd, size_t cmd_len, co
     return kyso_fail(err, KYSO_INVALID_ARGUMENT, "the command is not a kyso.store.v1.Command");
   kyso_status st = archive__validate(c, err);
   if (st != KYSO_OK) goto out;
+  if (archive__is_key_command(c)) {
+    if (blob != NULL)
+      st = kyso_fail(err, KYSO_INVALID_ARGUMENT, "a key command carries no document");
+    goto out;
+  }
   const Kyso__Store__V1__RecordDocument *d = archive__command_document(c);
   kyso_hex(d->sha256.data, 32, want);
   if (blob == NULL) {

@@ -42,6 +42,7 @@ static void set_defaults(kyso_config *cfg) {
   cfg->tsa_http_max_request = 16 * 1024;
   cfg->tsa_http_threads = 2;
   snprintf(cfg->hsm_module, sizeof(cfg->hsm_module), "/usr/lib/softhsm/libsofthsm2.so");
+  snprintf(cfg->kek_label, sizeof(cfg->kek_label), "kyso-kek");
 }
 
 /* Copies value into dst, resolving it against the config directory when
@@ -316,6 +317,7 @@ static int on_entry(void *user, const char *section, const char *name, const cha
   if (IS("hsm", "token")) return set_str(c, cfg->hsm_token, sizeof(cfg->hsm_token), value);
   if (IS("hsm", "pin_file")) return set_path(c, cfg->pin_file, sizeof(cfg->pin_file), value);
   if (IS("hsm", "pin_env")) return set_str(c, cfg->pin_env, sizeof(cfg->pin_env), value);
+  if (IS("hsm", "kek_label")) return set_str(c, cfg->kek_label, sizeof(cfg->kek_label), value);
   if (IS("hsm", "sessions")) {
     if (!set_uint(c, &v, value, 1, KYSO_HSM_MAX_SESSIONS)) return 0;
     cfg->hsm_sessions = (unsigned)v;

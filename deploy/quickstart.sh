@@ -19,14 +19,13 @@ source "$cluster"
 demo=$cluster_dir # demo-cluster/
 out=$demo/out
 
-# Keys and certificates are not replicated yet: a key lives only in the
-# token of the node that generated it (key_node), and an archived Sign is a
-# write, which only the leader takes. So today every key call and every
-# Sign goes to key_node, which is handed the leadership first (sign_on), and
-# the failover kills a leader that holds no key. Once key replication lands,
-# KYSO_KEYS_REPLICATED=1 (or this default) sends Sign to whichever node
-# leads and kills the leader wherever it is.
-keys_replicated=${KYSO_KEYS_REPLICATED:-0}
+# Keys are made on the node that leads when step 3 starts (key_node: a
+# key is a write), wrapped under the cluster's KEK and recorded through the
+# Raft log; every other node unwraps it into its own token. An archived
+# Sign is a write too, which only the leader takes: Sign goes to whichever
+# node leads, and the failover kills the leader wherever it is.
+# KYSO_KEYS_REPLICATED=0 restores the old demo: everything on key_node.
+keys_replicated=${KYSO_KEYS_REPLICATED:-1}
 key_node=1
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -100,8 +99,11 @@ say "2. A fresh local 3-node cluster (deploy/cluster.sh up --fresh)"
 bash "$cluster" up --fresh
 mkdir -p "$out"
 
-say "3. Generating keys inside node $key_node's HSM and getting them certified"
-echo "Keys are not replicated yet: they live in node $key_node's token, so every key call goes there."
+if [ "$keys_replicated" = 1 ]; then
+  key_node=$(wait_for_leader) || die "no leader; see demo-cluster/node*/kysod.log"
+fi
+say "3. Generating keys inside node $key_node's HSM (the leader) and getting them certified"
+echo "Each key is wrapped once under the cluster's KEK and recorded through the Raft log; the other nodes unwrap it into their own tokens."
 echo "First the TSA key: kysod time-stamps every signature with it (CAdES-T)."
 kn "$key_node" keygen --tsa default --algorithm ec-p256
 kn "$key_node" csr --tsa default --subject "/C=VN/O=UBND Tỉnh/CN=kyso demo TSA" --out "$out/tsa.csr"
@@ -116,10 +118,23 @@ kn "$key_node" csr --seal --unit H37.DN.001 --subject "/C=VN/O=UBND Tỉnh/CN=S�
 bash "$root/tests/fixtures/pki.sh" issue "$demo/pki" "$out/H37.DN.001.csr" "$out/H37.DN.001.pem" seal
 kn "$key_node" cert import --seal --unit H37.DN.001 "$out/H37.DN.001.pem" "$demo/pki/chain.pem"
 kn "$key_node" keys
+if [ "$keys_replicated" = 1 ]; then
+  for n in 1 2 3; do
+    [ "$n" = "$key_node" ] && continue
+    # Installed after the log entry applies there: poll for the last certificate.
+    deadline=$(($(now_ms) + wait_seconds * 1000))
+    until kyso_on "$n" keys 2>/dev/null | grep -A1 '^kyso/seal/H37.DN.001' | grep -q 'not after'; do
+      [ "$(now_ms)" -lt "$deadline" ] || die "node $n did not install the keys; see demo-cluster/node$n/kysod.log"
+      sleep 0.2
+    done
+    echo "node $n installed them in its own token:"
+    kn "$n" keys
+  done
+fi
 
 say "4. Signing the sample documents: the official's signature, then the unit's seal"
 sign_on
-echo "Signing on node $signer (it holds the keys and leads: an archived Sign is a write)."
+echo "Signing on node $signer (it leads: an archived Sign is a write)."
 for f in "$root"/deploy/samples/*; do
   name=$(basename "$f")
   cp "$f" "$out/$name"
@@ -139,7 +154,7 @@ done
 
 say "6. kysod as a time-stamping authority (RFC 3161), checked by openssl"
 first=$(find "$root/deploy/samples/" -maxdepth 1 -type f -printf '%f\n' | sort | head -1)
-tsa=$(tsa_port "$key_node") # the node whose token holds the TSA key
+tsa=$(tsa_port "$key_node") # any node would do: each holds the TSA key (serials carry its node id)
 echo "\$ openssl ts -query -data demo-cluster/out/$first -sha256 -cert -out demo-cluster/out/$first.tsq"
 openssl ts -query -data "$out/$first" -sha256 -cert -out "$out/$first.tsq"
 echo "\$ curl -H 'Content-Type: application/timestamp-query' --data-binary @demo-cluster/out/$first.tsq http://127.0.0.1:$tsa/tsa -o demo-cluster/out/$first.http.tsr"
@@ -212,12 +227,12 @@ kn "$victim" cluster status
 
 say "Done: $ok signatures made in the HSM and verified; failover and catch-up shown"
 cat <<EOF
-The cluster is still running, so you can carry on by hand (keys are on node $key_node):
+The cluster is still running, so you can carry on by hand (every node holds the keys):
   build/cli/kyso --config demo-cluster/node$key_node/kyso.conf keys
   build/cli/kyso --config demo-cluster/node$key_node/kyso.conf sign --account nguyen.van.a YOUR.pdf
   build/cli/kyso --config demo-cluster/node$key_node/kyso.conf archive ls --unit H37.DN.001
   openssl cms -verify -cades -binary -content YOUR.pdf -inform DER -in YOUR.pdf.p7s -CAfile demo-cluster/pki/root.pem -purpose any
   deploy/cluster.sh status
-(Sign and archive calls go to the leader: 'kyso cluster transfer $key_node' on the leader gives node $key_node the lead.)
+(Sign and archive writes go to the leader: 'deploy/cluster.sh status' names it.)
 Stop it with: deploy/quickstart.sh --stop
 EOF

@@ -169,6 +169,8 @@ kyso_status hsm__keymap_reserve(hsm__keymap *m, const char *label,
 void hsm__keymap_commit(hsm__keymap *m, const hsm__key *k);
 /* Forgets a reserved entry after a failed generation. */
 void hsm__keymap_cancel(hsm__keymap *m, const char *label);
+/* Forgets the entry of a key destroyed in the token. */
+void hsm__keymap_remove(hsm__keymap *m, const char *label);
 /* Copies the key labelled `label` into *out, without the cached public key
  * (out->pubkey is NULL). NOT_FOUND / FAILED_PRECONDITION otherwise. */
 kyso_status hsm__keymap_get(hsm__keymap *m, const char *label,

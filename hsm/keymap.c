@@ -200,6 +200,20 @@ void hsm__keymap_cancel(hsm__keymap *m, const char *label) {
   pthread_rwlock_unlock(&m->lock);
 }
 
+void hsm__keymap_remove(hsm__keymap *m, const char *label) {
+  pthread_rwlock_wrlock(&m->lock);
+  for (hsm__key **pp = bucket(m, label); *pp != NULL; pp = &(*pp)->next) {
+    hsm__key *e = *pp;
+    if (strcmp(e->label, label) != 0) continue;
+    *pp = e->next;
+    EVP_PKEY_free(e->pubkey);
+    free(e);
+    m->count--;
+    break;
+  }
+  pthread_rwlock_unlock(&m->lock);
+}
+
 kyso_status hsm__keymap_get(hsm__keymap *m, const char *label, const char *token,
                             hsm__key *out, kyso_err *err) {
   kyso_status st = KYSO_OK;

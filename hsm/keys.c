@@ -4,6 +4,25 @@
 
 #include "hsm_internal.h"
 
+const char *hsm_key_type_id(hsm_key_type type) {
+  switch (type) {
+    case HSM_KEY_RSA_2048: return "rsa-2048";
+    case HSM_KEY_RSA_3072: return "rsa-3072";
+    case HSM_KEY_EC_P256: return "ec-p256";
+  }
+  return "unknown";
+}
+
+int hsm_key_type_parse(const char *id, hsm_key_type *out) {
+  static const hsm_key_type all[] = {HSM_KEY_RSA_2048, HSM_KEY_RSA_3072, HSM_KEY_EC_P256};
+  for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+    if (strcmp(id, hsm_key_type_id(all[i])) == 0) {
+      *out = all[i];
+      return 1;
+    }
+  return 0;
+}
+
 const char *hsm_key_type_name(hsm_key_type type) {
   switch (type) {
     case HSM_KEY_RSA_2048:

@@ -163,6 +163,8 @@ static kyso_status open_cluster(kysod *d, kyso_err *err) {
                      .applied_ctx = d};
   st = kysod__peers_open(d, err);
   if (st != KYSO_OK) return st;
+  /* Before the log replays: the applied hook queues keys for it. */
+  if ((st = kysod__key_sync_open(d, err)) != KYSO_OK) return st;
   st = cluster_open(&co, &d->cluster, err);
   if (st != KYSO_OK) kyso_err_wrap(err, "joining the cluster");
   return st;
@@ -287,7 +289,9 @@ out:
   rpc_server_shutdown(srv, 0);
   kysod__tsa_close(&d);
   kysod__peers_stop(&d);
+  kysod__key_sync_stop(&d);
   cluster_close(d.cluster);
+  kysod__key_sync_close(&d);
   kysod__peers_close(&d);
   archive_close(d.archive);
   signer_close(d.signer);

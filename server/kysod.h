@@ -26,6 +26,7 @@ typedef struct kysod {
   archive *archive;
   cluster *cluster;         /* NULL on a single node ([cluster] has no members) */
   struct kysod_peers *peers;/* the other nodes (peers.c); NULL on a single node */
+  struct kysod_key_sync *key_sync; /* installs the key registry here (key_sync.c); cluster only */
   X509_STORE *client_store; /* trust anchors for client certificates */
   rpc_peer_cache *verified; /* client certificates that verified against it, by
                                SHA-256 ([tls] peer_cache_seconds; NULL: off) */
@@ -155,6 +156,28 @@ void kysod__peers_want(kysod *d, const uint8_t sha[32]);
 void kysod__peer_has_blob(rpc_call *call, void *app);
 void kysod__peer_put_blob(rpc_call *call, void *app);
 void kysod__peer_get_blob(rpc_call *call, void *app);
+
+/* The key registry on this node (key_sync.c): kysod__key_install makes the
+ * token and certificate store hold what the registry records for label
+ * (unwrapping it under the KEK, storing its certificate), one install at a
+ * time; kysod__keys_want queues a label for the sync thread (any thread,
+ * never blocks), which retries with back-off. The thread walks the whole
+ * registry once at start. */
+typedef struct kysod_key_sync kysod_key_sync;
+/* key_registry.c: records a key of this token (wrapped under the KEK in a
+ * cluster) or a certificate for one, through kysod__record. */
+kyso_status kysod__register_key(kysod *d, rpc_call *call, const char *label, hsm_key_type type,
+                                kyso_err *err) KYSO_MUST_CHECK;
+kyso_status kysod__register_certificate(kysod *d, rpc_call *call, const char *label, X509 *cert,
+                                        STACK_OF(X509) *chain, kyso_err *err) KYSO_MUST_CHECK;
+/* 1 if the registry holds the label (with a certificate). */
+int kysod__key_registered(kysod *d, const char *label);
+int kysod__certificate_registered(kysod *d, const char *label);
+kyso_status kysod__key_sync_open(kysod *d, kyso_err *err) KYSO_MUST_CHECK;
+void kysod__key_sync_stop(kysod *d);
+void kysod__key_sync_close(kysod *d);
+kyso_status kysod__key_install(kysod *d, const char *label, kyso_err *err) KYSO_MUST_CHECK;
+void kysod__keys_want(kysod *d, const char *label);
 
 /* Packs a protobuf-c message and finishes the call with OK. */
 void kysod__reply(rpc_call *call, const ProtobufCMessage *msg);

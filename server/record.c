@@ -25,19 +25,23 @@ kyso_status kysod__require_writer(kysod *d, kyso_err *err) {
                    in.leader_rpc[0] ? in.leader_rpc : in.leader_raft);
 }
 
-/* The document a (prepared, so well-formed) command names. */
-static kyso_status document_of(const uint8_t *cmd, size_t len, uint8_t sha[32], kyso_err *err) {
+/* The document a (prepared, so well-formed) command names; *has 0 for a
+ * key command, which names none. */
+static kyso_status document_of(const uint8_t *cmd, size_t len, uint8_t sha[32], int *has,
+                               kyso_err *err) {
   Kyso__Store__V1__Command *c = kyso__store__v1__command__unpack(NULL, len, cmd);
   const Kyso__Store__V1__RecordDocument *doc = NULL;
+  *has = c == NULL || (c->op_case != KYSO__STORE__V1__COMMAND__OP_RECORD_KEY &&
+         c->op_case != KYSO__STORE__V1__COMMAND__OP_RECORD_CERTIFICATE);
   if (c != NULL && c->op_case == KYSO__STORE__V1__COMMAND__OP_RECORD_DOCUMENT)
     doc = c->record_document;
   else if (c != NULL && c->op_case == KYSO__STORE__V1__COMMAND__OP_RECORD_SIGNING &&
            c->record_signing != NULL)
     doc = c->record_signing->document;
   kyso_status st = KYSO_OK;
-  if (doc == NULL || doc->sha256.len != 32)
+  if (*has && (doc == NULL || doc->sha256.len != 32))
     st = kyso_fail(err, KYSO_INTERNAL, "a prepared command names no document");
-  else
+  else if (*has)
     memcpy(sha, doc->sha256.data, 32);
   kyso__store__v1__command__free_unpacked(c, NULL);
   return st;
@@ -54,8 +58,9 @@ kyso_status kysod__record(kysod *d, rpc_call *call, const uint8_t *cmd, size_t l
   if (st != KYSO_OK) return st;
   /* The bytes are on a majority before the record is proposed. */
   uint8_t sha[32];
-  if ((st = document_of(cmd, len, sha, err)) != KYSO_OK) return st;
-  if ((st = kysod__peers_replicate(d, sha, rpc_call_remaining_ms(call), err)) != KYSO_OK)
+  int has_doc = 0;
+  if ((st = document_of(cmd, len, sha, &has_doc, err)) != KYSO_OK) return st;
+  if (has_doc && (st = kysod__peers_replicate(d, sha, rpc_call_remaining_ms(call), err)) != KYSO_OK)
     return st;
   return cluster_submit_wait(d->cluster, cmd, len, rpc_call_remaining_ms(call), result,
                              result_len, err);
@@ -68,7 +73,8 @@ kyso_status kysod__read_barrier(kysod *d, rpc_call *call, kyso_err *err) {
 
 /* The cluster's hook after each applied entry (loop thread): every
  * document recorded there whose bytes may be missing here goes to the
- * fetcher, which checks and fetches off this thread. */
+ * fetcher, which checks and fetches off this thread; every key or
+ * certificate recorded goes to the key sync. */
 void kysod__on_applied(void *ctx, const archive_outcome *o, size_t n) {
   kysod *d = ctx;
   for (size_t i = 0; i < n; i++) {
@@ -77,6 +83,7 @@ void kysod__on_applied(void *ctx, const archive_outcome *o, size_t n) {
         kyso__store__v1__command_result__unpack(NULL, o[i].result_len, o[i].result);
     if (r != NULL && r->document_sha256.len == 32 && !r->replayed)
       kysod__peers_want(d, r->document_sha256.data);
+    if (r != NULL && r->key_label[0] != '\0' && !r->replayed) kysod__keys_want(d, r->key_label);
     kyso__store__v1__command_result__free_unpacked(r, NULL);
   }
 }

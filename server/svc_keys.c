@@ -15,12 +15,24 @@
 kyso_status kysod__require_key(kysod *d, const char *label, X509 **cert, kyso_err *err) {
   hsm_key_info info;
   kyso_status st = hsm_key_info_get(d->hsm, label, &info, err);
+  /* In a cluster the registry may hold what this node has not installed yet
+   * (looked up on the refusal paths only: Sign calls this every time). */
+  if (st == KYSO_NOT_FOUND && d->cluster != NULL && kysod__key_registered(d, label))
+    return kyso_fail(err, KYSO_UNAVAILABLE,
+                     "key '%s' is in the cluster's key registry but not yet installed on node %u "
+                     "(it is unwrapped under the KEK after it replicates): retry shortly; if this "
+                     "persists, this node's log says why (a missing KEK: README, the KEK ceremony)",
+                     label, d->cfg.node_id);
   if (st == KYSO_NOT_FOUND)
     return kyso_fail(err, KYSO_NOT_FOUND,
                      "no key '%s' in this node's HSM; an operator creates it with `kyso keygen`",
                      label);
   if (st != KYSO_OK || cert == NULL) return st;
   st = signer_certificate(d->signer, label, cert, NULL, err);
+  if (st == KYSO_NOT_FOUND && d->cluster != NULL && kysod__certificate_registered(d, label))
+    return kyso_fail(err, KYSO_UNAVAILABLE,
+                     "the certificate of key '%s' is recorded in the cluster but not yet "
+                     "installed on node %u: retry shortly", label, d->cfg.node_id);
   if (st == KYSO_NOT_FOUND)
     return kyso_fail(err, KYSO_FAILED_PRECONDITION,
                      "key '%s' has no certificate yet; make a CSR with `kyso csr`, have the CA "
@@ -120,9 +132,28 @@ void kysod__keys_generate(rpc_call *call, void *app) {
       st = kyso_fail(&err, KYSO_INVALID_ARGUMENT, "algorithm %d is not supported", (int)req->algorithm);
       goto out;
   }
+  /* Refused before the HSM works: not the writer, or the name taken in the
+   * registry (a key this node may not have installed yet). */
+  if ((st = kysod__require_writer(d, &err)) != KYSO_OK) goto out;
+  if (kysod__key_registered(d, label)) {
+    st = kyso_fail(&err, KYSO_ALREADY_EXISTS, "key '%s' already exists (`kyso keys` lists it)",
+                   label);
+    goto out;
+  }
   if ((st = hsm_generate_key(d->hsm, label, type, &hk, &err)) != KYSO_OK) goto out;
-  kyso_log(KYSO_LOG_INFO, "keygen principal=%s key=%s type=%s", rpc_call_peer(call)->principal,
-           label, hsm_key_type_name(type));
+  if ((st = kysod__register_key(d, call, label, type, &err)) != KYSO_OK) {
+    /* Not recorded, or not known to be: the token's key goes. Had the
+     * record committed after all, the key sync installs its wrapped copy
+     * back, so the registry and the token agree either way. */
+    kyso_err derr = {0};
+    if (hsm_destroy_key(d->hsm, label, &derr) != KYSO_OK)
+      kyso_log(KYSO_LOG_ERROR, "key '%s' was not registered and could not be removed from the "
+               "token: %s", label, derr.msg);
+    kysod__keys_want(d, label);
+    goto out;
+  }
+  kyso_log(KYSO_LOG_INFO, "keygen principal=%s key=%s type=%s%s", rpc_call_peer(call)->principal,
+           label, hsm_key_type_name(type), d->cluster != NULL ? " wrapped for the cluster" : "");
   st = reply_key(call, d, label, &err);
 out:
   if (st != KYSO_OK) rpc_call_finish(call, st, err.msg, NULL, 0);
@@ -171,6 +202,19 @@ static X509 *parse_cert(const ProtobufCBinaryData *b) {
   return x;
 }
 
+/* The certificate certifies this key: refused before anything is recorded. */
+static kyso_status key_matches(kysod *d, const char *label, X509 *cert, kyso_err *err) {
+  EVP_PKEY *pub = NULL;
+  kyso_status st = hsm_public_key(d->hsm, label, &pub, err);
+  if (st != KYSO_OK) return st;
+  EVP_PKEY *ck = X509_get0_pubkey(cert);
+  if (ck == NULL || EVP_PKEY_eq(ck, pub) != 1)
+    st = kyso_fail(err, KYSO_INVALID_ARGUMENT,
+                   "the certificate is not for key '%s' (its public key differs)", label);
+  EVP_PKEY_free(pub);
+  return st;
+}
+
 void kysod__keys_import_certificate(rpc_call *call, void *app) {
   kysod *d = app;
   kyso_err err = {0};
@@ -207,6 +251,17 @@ void kysod__keys_import_certificate(rpc_call *call, void *app) {
     }
   }
   if ((st = kysod__tsa_check_import(d, label, cert, &err)) != KYSO_OK) goto out;
+  if ((st = key_matches(d, label, cert, &err)) != KYSO_OK) goto out;
+  if ((st = kysod__require_writer(d, &err)) != KYSO_OK) goto out;
+  if (!kysod__key_registered(d, label)) {
+    /* A key made before the registry existed joins it now (in a cluster:
+     * wrapped, so the other nodes get it too). */
+    hsm_key_info hk;
+    if ((st = hsm_key_info_get(d->hsm, label, &hk, &err)) != KYSO_OK) goto out;
+    if ((st = kysod__register_key(d, call, label, hk.type, &err)) != KYSO_OK) goto out;
+    kyso_log(KYSO_LOG_INFO, "key-registry key=%s recorded at its first certificate", label);
+  }
+  if ((st = kysod__register_certificate(d, call, label, cert, chain, &err)) != KYSO_OK) goto out;
   if ((st = signer_import_certificate(d->signer, label, cert, chain, &err)) != KYSO_OK) goto out;
   kyso_log(KYSO_LOG_INFO, "cert-import principal=%s key=%s", rpc_call_peer(call)->principal, label);
   kysod__tsa_reload(d, label);

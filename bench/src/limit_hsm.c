@@ -217,15 +217,6 @@ static void totals(worker *w, size_t n, uint64_t *ops, uint64_t *busy_ns) {
   }
 }
 
-static const char *algorithm_name(hsm_key_type t) {
-  switch (t) {
-    case HSM_KEY_RSA_2048: return "rsa-2048";
-    case HSM_KEY_RSA_3072: return "rsa-3072";
-    case HSM_KEY_EC_P256: return "ec-p256";
-  }
-  return "unknown";
-}
-
 /* Runs one key, or with prefix the keys prefix0..prefix(a->nkeys-1) round
  * robin (label names the first, whose type they all must share); adds its
  * result to results. 0, or 1 after saying why. */
@@ -268,7 +259,7 @@ static int measure(const args *a, hsm *h, const char *label, const char *prefix,
     }
   }
   fprintf(stderr, "%s: %s (%s): %llu threads, %g s warm-up, %g s measured\n", tool_name,
-          shown, algorithm_name(info.type), (unsigned long long)a->threads, a->warmup,
+          shown, hsm_key_type_id(info.type), (unsigned long long)a->threads, a->warmup,
           a->duration);
   tool_sleep(a->warmup);
   uint64_t ops0, busy0, ops1, busy1;
@@ -297,7 +288,7 @@ static int measure(const args *a, hsm *h, const char *label, const char *prefix,
   cJSON *j = cJSON_CreateObject();
   cJSON_AddStringToObject(j, "key_label", shown);
   cJSON_AddNumberToObject(j, "keys", (double)r.nkeys);
-  cJSON_AddStringToObject(j, "algorithm", algorithm_name(info.type));
+  cJSON_AddStringToObject(j, "algorithm", hsm_key_type_id(info.type));
   cJSON_AddStringToObject(j, "mechanism", ec ? "CKM_ECDSA over the SHA-256 digest"
                                              : "CKM_RSA_PKCS over a SHA-256 DigestInfo "
                                                "(PKCS#1 v1.5)");
@@ -307,7 +298,7 @@ static int measure(const args *a, hsm *h, const char *label, const char *prefix,
   cJSON_AddNumberToObject(j, "mean_latency_ms", mean_ms);
   cJSON_AddItemToArray(results, j);
   printf("%s (%s): %.1f C_Sign/s with %llu threads (%llu in %.2f s, mean %.3f ms)\n", shown,
-         algorithm_name(info.type), rate, (unsigned long long)a->threads,
+         hsm_key_type_id(info.type), rate, (unsigned long long)a->threads,
          (unsigned long long)ops, elapsed, mean_ms);
   rc = 0;
 out:

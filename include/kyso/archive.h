@@ -148,6 +148,16 @@ kyso_status archive_get_signature(archive *a, const uint8_t id[32], uint8_t **va
                                   kyso_err *err) KYSO_MUST_CHECK;
 kyso_status archive_get_certificate(archive *a, const uint8_t sha256[32], uint8_t **der,
                                     size_t *len, kyso_err *err) KYSO_MUST_CHECK;
+/* The key registry: *value is a serialised kyso.store.v1.KeyRecord
+ * (caller frees); NOT_FOUND naming the label. */
+kyso_status archive_get_key(archive *a, const char *label, uint8_t **value, size_t *len,
+                            kyso_err *err) KYSO_MUST_CHECK;
+/* Calls fn for every key record, in label order; fn's status other than OK
+ * stops the walk and is returned. */
+typedef kyso_status (*archive_key_fn)(void *ctx, const char *label, const uint8_t *record,
+                                      size_t len, kyso_err *err);
+kyso_status archive_each_key(archive *a, archive_key_fn fn, void *ctx,
+                             kyso_err *err) KYSO_MUST_CHECK;
 /* The first result of (principal, request_id), if that request completed
  * (as stored: replayed is false). NOT_FOUND otherwise. */
 kyso_status archive_find_request(archive *a, const char *principal, const char *request_id,

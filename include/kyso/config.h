@@ -69,6 +69,7 @@ typedef struct kyso_config {
   char pin_file[KYSO_PATH_MAX];
   char pin_env[64];
   unsigned hsm_sessions;
+  char kek_label[129]; /* the cluster's key-encryption key in the token */
   /* [signer] */
   kyso_timestamp_mode timestamp;
   char timestamp_url[512];

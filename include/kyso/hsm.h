@@ -102,6 +102,10 @@ kyso_status hsm_unwrap_key(hsm *h, const char *label, hsm_key_type type,
                            size_t wrapped_len, const char *kek_label, hsm_key_info *info_out,
                            kyso_err *err) KYSO_MUST_CHECK;
 
+/* Destroys key `label` (both halves) in the token and forgets it:
+ * for a key whose registration failed. NOT_FOUND if there is none. */
+kyso_status hsm_destroy_key(hsm *h, const char *label, kyso_err *err) KYSO_MUST_CHECK;
+
 /* Signing */
 /* Signs a 32-byte SHA-256 digest with one C_Sign on a pooled session.
  * RSA: the raw signature (modulus-sized). ECDSA: raw r||s (64 bytes for
@@ -112,5 +116,9 @@ kyso_status hsm_sign_digest(hsm *h, const char *label, hsm_mech mech,
                             kyso_err *err) KYSO_MUST_CHECK;
 
 const char *hsm_key_type_name(hsm_key_type type);
+/* The type's name in configuration and records: "ec-p256", "rsa-2048",
+ * "rsa-3072"; hsm_key_type_parse reads it back (0 if unknown). */
+const char *hsm_key_type_id(hsm_key_type type);
+int hsm_key_type_parse(const char *id, hsm_key_type *out);
 
 #endif

@@ -10,8 +10,9 @@
  * restarts as a follower and catches up, holding every acknowledged record;
  * the new leader serves the bytes of every document the dead one took.
  *
- * Each node has its own throw-away PKI and token here (keys are not yet
- * shared between tokens), so each node is called with its own clients. */
+ * Each node has its own throw-away PKI and token; keys are made on the
+ * leader and reach the others through the key registry (wrapped under the
+ * KEK every token holds). Each node is called with its own clients. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,6 +117,8 @@ static void test_cluster_forms_and_replicates(void **state) {
   for (int i = 0; i < N; i++) e2e_start(E[i], NULL);
   int leader = wait_leader(up);
   int follower = (leader + 1) % N;
+  /* One TSA key for the cluster, made on the leader, installed everywhere. */
+  e2e_cluster_provision_tsa(&CL, leader, up);
 
   /* A follower refuses writes and says where the leader is. */
   int st = put(follower, 999, msg, sizeof(msg));
@@ -126,14 +129,14 @@ static void test_cluster_forms_and_replicates(void **state) {
     E2E_FAIL("the follower's refusal '%s' does not name the leader at %s", msg, where);
   /* ... before the HSM signs: a Sign there is refused the same way. */
   Kyso__V1__SignResponse *resp = NULL;
-  e2e_provision_key(E[follower], PERSONAL, "cl.follower", EC);
+  e2e_cluster_provision_key(&CL, leader, up, PERSONAL, "cl.follower", EC);
   st = e2e_sign(E[follower], E2E_DMS, PERSONAL, "cl.follower", 0, (const uint8_t *)"x", 1, NULL,
                 30000, &resp, msg, sizeof(msg));
   E2E_EQ("Sign on a follower", st, 14);
 
   for (uint64_t s = 1; s <= DOCS; s++) put_ok(leader, s);
   /* A CAdES-T signature on the leader, recorded through the log. */
-  e2e_provision_key(E[leader], PERSONAL, "cl.leader", EC);
+  e2e_cluster_provision_key(&CL, leader, up, PERSONAL, "cl.leader", EC);
   const char doc[] = "Quyet dinh so 12/QD-CL: replicated";
   st = e2e_sign(E[leader], E2E_DMS, PERSONAL, "cl.leader", 0, (const uint8_t *)doc,
                 sizeof(doc) - 1, "cl-sign-1", 30000, &resp, msg, sizeof(msg));

@@ -298,8 +298,10 @@ static void test_faults_under_signing_load(void **state) {
   (void)state;
   int up[N] = {1, 1, 1};
   for (int i = 0; i < N; i++) e2e_start(CL.node[i], NULL);
-  for (int i = 0; i < N; i++) e2e_provision_key(CL.node[i], PERSONAL, ACCOUNT, EC);
   int leader = e2e_cluster_wait_leader(&CL, up);
+  /* One key for every node: made on the leader, replicated through the log. */
+  e2e_cluster_provision_tsa(&CL, leader, up);
+  e2e_cluster_provision_key(&CL, leader, up, PERSONAL, ACCOUNT, EC);
   for (int i = 0; i < N; i++) {
     e2e *e = CL.node[i];
     snprintf(O[i].target, sizeof(O[i].target), "127.0.0.1:%d", CL.rpc_port[i]);

@@ -139,6 +139,9 @@ e2e *e2e_new(void) {
     e2e_free(e);
     return NULL;
   }
+  snprintf(e->so_pin_file, sizeof(e->so_pin_file), "%s/hsm.so.pin", e->dir);
+  e2e_write_file(e->so_pin_file, sopin, strlen(sopin));
+  chmod(e->so_pin_file, 0600);
   kyso_wipe(sopin, sizeof(sopin));
   e2e_write_pin(e, e->pin);
   return e;

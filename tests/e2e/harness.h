@@ -36,6 +36,7 @@ typedef struct e2e {
   char pki[300];          /* DIR/pki: root.pem, chain.pem, NAME.pem + NAME.key */
   char config[300];       /* kysod's INI */
   char pin_file[300];
+  char so_pin_file[300];  /* the token's SO PIN (a test token's: the KEK ceremony needs it) */
   char hsm_conf[300];     /* SOFTHSM2_CONF */
   char token[32];
   char pin[40];
@@ -100,6 +101,10 @@ int e2e_generate_key(e2e *e, Kyso__V1__KeyRole role, const char *name,
                      Kyso__V1__KeyAlgorithm alg);
 /* Keys.Generate -> Keys.CreateCsr -> pki.sh issue (signer|seal|tsa profile) ->
  * Keys.ImportCertificate (leaf as DER, chain.pem as PEM), as the operator. */
+/* 1 when Keys.List on e shows the key with a certificate (installed from
+ * the key registry, on a node that did not make it); fails the test if the
+ * call fails. */
+int e2e_key_ready(e2e *e, Kyso__V1__KeyRole role, const char *name);
 int e2e_provision_key(e2e *e, Kyso__V1__KeyRole role, const char *name,
                       Kyso__V1__KeyAlgorithm alg);
 /* Signer.Sign of doc by identity who with the key (role, name), in the

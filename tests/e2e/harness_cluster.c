@@ -1,10 +1,12 @@
 /* e2e harness: clusters of kysod processes on loopback. Each node keeps its
  * own throw-away PKI and token (e2e_new); the nodes trust each other's CAs
- * and list each other's server certificates as callers with role peer. */
+ * and list each other's server certificates as callers with role peer;
+ * every token gets one shared KEK, so keys replicate through the log. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "harness.h"
 #include "harness_cluster.h"
@@ -25,6 +27,53 @@ static int append(char *buf, size_t size, const char *text) {
   if (used + n >= size) return -1;
   memcpy(buf + used, text, n + 1);
   return 0;
+}
+
+/* One throw-away KEK into every node's token with kyso-token (the security
+ * officer's tool), then the file is gone: as deploy/cluster.sh does. */
+static int kek_ceremony(e2e_cluster *cl) {
+  char kek[300];
+  snprintf(kek, sizeof(kek), "%s/kek.bin", cl->node[0]->dir);
+  if (e2e_sh(NULL, "umask 077; openssl rand -out '%s' 32", kek) != 0) return -1;
+  int rc = 0;
+  for (int i = 0; i < cl->n && rc == 0; i++) {
+    e2e *e = cl->node[i];
+    char log[320];
+    snprintf(log, sizeof(log), "%s/kek.log", e->dir);
+    rc = e2e_sh(log,
+                "SOFTHSM2_CONF='%s' '%s' import-kek --module /usr/lib/softhsm/libsofthsm2.so "
+                "--token '%s' --so-pin-file '%s' --user-pin-file '%s' --kek-file '%s'",
+                e->hsm_conf, KYSO_E2E_TOKEN_TOOL, e->token, e->so_pin_file, e->pin_file, kek);
+    if (rc != 0) {
+      fprintf(stderr, "e2e: the KEK ceremony failed on node %d:\n", i + 1);
+      e2e_sh(NULL, "cat '%s' >&2", log);
+    }
+  }
+  unlink(kek);
+  return rc;
+}
+
+void e2e_cluster_wait_key(e2e_cluster *cl, int i, Kyso__V1__KeyRole role, const char *name) {
+  int64_t end = e2e_now_ms() + E2E_CLUSTER_WAIT_MS;
+  while (e2e_now_ms() < end) {
+    if (e2e_key_ready(cl->node[i], role, name)) return;
+    e2e_pause_ms(20);
+  }
+  E2E_FAIL("node %d did not install key '%s' with its certificate within %d ms", i + 1, name,
+           E2E_CLUSTER_WAIT_MS);
+}
+
+void e2e_cluster_provision_key(e2e_cluster *cl, int on, const int *up, Kyso__V1__KeyRole role,
+                               const char *name, Kyso__V1__KeyAlgorithm alg) {
+  e2e_provision_key(cl->node[on], role, name, alg);
+  for (int i = 0; i < cl->n; i++)
+    if (up[i]) e2e_cluster_wait_key(cl, i, role, name);
+}
+
+void e2e_cluster_provision_tsa(e2e_cluster *cl, int on, const int *up) {
+  e2e_cluster_provision_key(cl, on, up, KYSO__V1__KEY_ROLE__KEY_ROLE_TSA, cl->node[on]->tsa_name,
+                            KYSO__V1__KEY_ALGORITHM__KEY_ALGORITHM_EC_P256);
+  for (int i = 0; i < cl->n; i++) cl->node[i]->tsa_provisioned = 1;
 }
 
 int e2e_cluster_new(e2e_cluster *cl, int n, int initial, const char *const *extra) {
@@ -51,7 +100,9 @@ int e2e_cluster_new_at(e2e_cluster *cl, int n, int initial, const char *const *e
   for (int i = 0; i < n; i++) {
     if ((cl->node[i] = e2e_new()) == NULL) return -1;
     if (hosts != NULL) snprintf(cl->node[i]->host, sizeof(cl->node[i]->host), "%s", hosts[i]);
+    cl->node[i]->no_auto_tsa = 1; /* one TSA key for the cluster: e2e_cluster_provision_tsa */
   }
+  if (kek_ceremony(cl) != 0) return -1;
   snprintf(cl->bundle, sizeof(cl->bundle), "%s/peers-ca.pem", cl->node[0]->dir);
   for (int i = 0; i < n; i++) {
     if (e2e_sh(NULL, "cat '%s/root.pem' '%s/chain.pem' >> '%s'", cl->node[i]->pki,

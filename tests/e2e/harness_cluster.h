@@ -48,6 +48,18 @@ void e2e_cluster_check_digests(e2e_cluster *cl, const int *up, const char *when)
 /* Voters in node i's configuration. */
 int e2e_cluster_voters(e2e_cluster *cl, int i);
 
+/* Keys are generated on one node and replicated through the log (wrapped
+ * under the KEK every node's token got at e2e_cluster_new). Provisions the
+ * key on node `on` (key, CSR, certificate from that node's PKI) and waits
+ * until every node with up[i] lists it with its certificate. */
+void e2e_cluster_provision_key(e2e_cluster *cl, int on, const int *up, Kyso__V1__KeyRole role,
+                               const char *name, Kyso__V1__KeyAlgorithm alg);
+/* The TSA key kyso/tsa/default, once for the cluster (nodes are created
+ * with no_auto_tsa), on node `on`; waits as above. */
+void e2e_cluster_provision_tsa(e2e_cluster *cl, int on, const int *up);
+/* Waits until node i lists the key with its certificate. */
+void e2e_cluster_wait_key(e2e_cluster *cl, int i, Kyso__V1__KeyRole role, const char *name);
+
 /* The node (0-based) a refusal names ("... the leader is node K ..."), or -1. */
 int e2e_cluster_named_leader(const e2e_cluster *cl, const char *msg);
 

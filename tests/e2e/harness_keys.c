@@ -42,6 +42,27 @@ int e2e_generate_key(e2e *e, Kyso__V1__KeyRole role, const char *name,
   return 0;
 }
 
+int e2e_key_ready(e2e *e, Kyso__V1__KeyRole role, const char *name) {
+  Kyso__V1__ListKeysRequest req = KYSO__V1__LIST_KEYS_REQUEST__INIT;
+  Kyso__V1__ListKeysResponse *resp = NULL;
+  char msg[512], label[160];
+  snprintf(label, sizeof(label), "kyso/%s/%s",
+           role == KYSO__V1__KEY_ROLE__KEY_ROLE_SEAL  ? "seal"
+           : role == KYSO__V1__KEY_ROLE__KEY_ROLE_TSA ? "tsa"
+                                                      : "personal",
+           name);
+  req.page_size = 1000;
+  int st = e2e_call(e, E2E_OPS, "/kyso.v1.Keys/List", &req.base,
+                    &kyso__v1__list_keys_response__descriptor, 10000,
+                    (ProtobufCMessage **)&resp, msg, sizeof(msg));
+  if (st != 0) E2E_FAIL("Keys.List: got status %d (%s), want OK", st, msg);
+  int ready = 0;
+  for (size_t i = 0; i < resp->n_keys; i++)
+    if (strcmp(resp->keys[i]->label, label) == 0 && resp->keys[i]->has_certificate) ready = 1;
+  kyso__v1__list_keys_response__free_unpacked(resp, NULL);
+  return ready;
+}
+
 /* PEM certificate file -> DER (malloc()ed). */
 static uint8_t *pem_to_der(const char *path, size_t *len) {
   FILE *f = fopen(path, "r");
