@@ -84,6 +84,7 @@ typedef kyso_status (*archive__audit_fn)(void *ctx, archive *a, rocksdb_writebat
                                          kyso_err *err);
 
 typedef struct archive__item archive__item;
+typedef struct archive__orphan archive__orphan;
 
 struct archive {
   char *dir;
@@ -114,9 +115,22 @@ struct archive {
   archive__audit_fn audit;
   void *audit_ctx;
 
+  /* Orphan collection (collect.c): apply_mu is held while a batch of
+   * records is built and written, and while the collector deletes a blob;
+   * orphan_mu guards the candidates. */
+  pthread_mutex_t apply_mu;
+  pthread_mutex_t orphan_mu;
+  archive__orphan *orphans;
+  size_t n_orphans, cap_orphans;
+  _Atomic size_t orphan_count;
+
   _Atomic uint64_t st_commands, st_replayed, st_failed, st_batches, st_synced_writes,
       st_blob_writes, st_blob_bytes;
 };
+
+/* collect.c: a blob is about to be found present (or stored): it stops
+ * being a candidate for collection. Call before the read. */
+void archive__touch(archive *a, const uint8_t sha256[32]);
 
 /* db.c */
 /* Maps a RocksDB error string to a status; `what` says what was being done. */

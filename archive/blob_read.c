@@ -32,6 +32,7 @@ kyso_status archive__manifest_get(archive *a, const rocksdb_readoptions_t *ro,
   char hex[65];
   *out = NULL;
   kyso_hex(sha256, 32, hex);
+  archive__touch(a, sha256);
   kyso_status st = archive__get(a, ro, ARCHIVE__CF_MANIFESTS, sha256, 32, &v, &n, err);
   if (st == KYSO_NOT_FOUND)
     return kyso_fail(err, KYSO_NOT_FOUND, "document %s is not in the archive", hex);

@@ -71,6 +71,7 @@ kyso_status archive__blob_into_batch(archive *a, rocksdb_writebatch_wi_t *wb,
   uint8_t *v = NULL, key[ARCHIVE__CHUNK_KEY];
   size_t n = 0;
   *added = 0;
+  archive__touch(a, sha256);
   kyso_status st = archive__get_wb(a, wb, ARCHIVE__CF_MANIFESTS, sha256, 32, &v, &n, err);
   free(v);
   if (st != KYSO_NOT_FOUND) return st; /* stored already (OK), or a read error */
@@ -160,6 +161,7 @@ kyso_status archive_put_blob(archive *a, const uint8_t *data, size_t len, uint8_
                      len, (unsigned long long)a->max_document);
   kyso_status st = hash_chunks(a, data ? data : (const uint8_t *)"", len, sha256, &hashes, err);
   if (st != KYSO_OK) return st;
+  archive__touch(a, sha256);
   st = archive__get(a, NULL, ARCHIVE__CF_MANIFESTS, sha256, 32, &v, &n, err);
   free(v);
   if (st == KYSO_NOT_FOUND)

@@ -203,6 +203,8 @@ kyso_status archive_open(const archive_opts *opts, archive **out, kyso_err *err)
     return kyso_fail(err, KYSO_RESOURCE_EXHAUSTED, "out of memory opening the archive");
   pthread_mutex_init(&a->mu, NULL);
   pthread_cond_init(&a->wake, NULL);
+  pthread_mutex_init(&a->apply_mu, NULL);
+  pthread_mutex_init(&a->orphan_mu, NULL);
   if ((a->dir = strdup(opts->dir)) == NULL) {
     st = kyso_fail(err, KYSO_RESOURCE_EXHAUSTED, "out of memory opening the archive");
     goto out;
@@ -246,6 +248,9 @@ void archive_close(archive *a) {
   if (a->wo_apply != NULL) rocksdb_writeoptions_destroy(a->wo_apply);
   pthread_mutex_destroy(&a->mu);
   pthread_cond_destroy(&a->wake);
+  pthread_mutex_destroy(&a->apply_mu);
+  pthread_mutex_destroy(&a->orphan_mu);
+  free(a->orphans);
   free(a->staging);
   free(a->dir);
   free(a);

@@ -118,8 +118,9 @@ static kyso_status check_version(archive *a, const ProtobufCBinaryData *cmd, kys
   return st;
 }
 
-kyso_status archive_apply_entry(archive *a, uint64_t index, const uint8_t *entry, size_t len,
-                                archive_outcome **out, size_t *count, kyso_err *err) {
+static kyso_status apply_entry_locked(archive *a, uint64_t index, const uint8_t *entry,
+                                      size_t len, archive_outcome **out, size_t *count,
+                                      kyso_err *err) {
   uint64_t applied = 0;
   kyso_status st;
   Kyso__Store__V1__Entry *e = NULL;
@@ -182,6 +183,15 @@ out:
   if (o != NULL) archive_outcomes_free(o, e->n_commands);
   if (wb != NULL) rocksdb_writebatch_wi_destroy(wb);
   kyso__store__v1__entry__free_unpacked(e, NULL);
+  return st;
+}
+
+/* Under apply_mu, like the single node's writer (collect.c). */
+kyso_status archive_apply_entry(archive *a, uint64_t index, const uint8_t *entry, size_t len,
+                                archive_outcome **out, size_t *count, kyso_err *err) {
+  pthread_mutex_lock(&a->apply_mu);
+  kyso_status st = apply_entry_locked(a, index, entry, len, out, count, err);
+  pthread_mutex_unlock(&a->apply_mu);
   return st;
 }
 

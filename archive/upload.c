@@ -140,6 +140,7 @@ kyso_status archive_upload_finish(archive_upload *u, const uint8_t *expect_sha25
                    "the uploaded bytes are %s, not the expected %s; nothing was stored", got, want);
     goto out;
   }
+  archive__touch(u->a, id);
   st = archive__get(u->a, NULL, ARCHIVE__CF_MANIFESTS, id, 32, &v, &n, err);
   free(v);
   if (st == KYSO_NOT_FOUND) /* the same bytes stored twice are stored once */

@@ -66,7 +66,7 @@ static void apply_one(archive *a, rocksdb_writebatch_wi_t *wb, archive__item *it
 }
 
 /* Applies the items into one batch and writes it; sets every item's st. */
-static void commit(archive *a, rocksdb_writebatch_wi_t *wb, archive__item *items) {
+static void commit_locked(archive *a, rocksdb_writebatch_wi_t *wb, archive__item *items) {
   kyso_err err = {0};
   rocksdb_writebatch_wi_clear(wb);
   for (archive__item *it = items; it != NULL; it = it->next) {
@@ -101,6 +101,14 @@ static void commit(archive *a, rocksdb_writebatch_wi_t *wb, archive__item *items
       atomic_fetch_add(&a->st_blob_bytes, it->blob_len);
     }
   }
+}
+
+/* Under apply_mu: the orphan collector never deletes a blob between the
+ * moment a batch reads that no record names it and the batch's write. */
+static void commit(archive *a, rocksdb_writebatch_wi_t *wb, archive__item *items) {
+  pthread_mutex_lock(&a->apply_mu);
+  commit_locked(a, wb, items);
+  pthread_mutex_unlock(&a->apply_mu);
 }
 
 static void *writer_main(void *arg) {

@@ -43,6 +43,7 @@ static void set_defaults(kyso_config *cfg) {
   cfg->tsa_http_threads = 2;
   snprintf(cfg->hsm_module, sizeof(cfg->hsm_module), "/usr/lib/softhsm/libsofthsm2.so");
   snprintf(cfg->kek_label, sizeof(cfg->kek_label), "kyso-kek");
+  cfg->orphan_grace_seconds = 86400;
 }
 
 /* Copies value into dst, resolving it against the config directory when
@@ -296,6 +297,13 @@ static int on_entry(void *user, const char *section, const char *name, const cha
   if (IS("archive", "max_document")) {
     if (!set_uint(c, &v, value, 1024, 4UL * 1024 * 1024 * 1024)) return 0;
     cfg->max_document = v;
+    return 1;
+  }
+  if (IS("archive", "orphan_grace_seconds")) {
+    /* At least a minute: far longer than any write between copying a
+     * document and committing its record. */
+    if (!set_uint(c, &v, value, 60, 365UL * 86400)) return 0;
+    cfg->orphan_grace_seconds = (unsigned)v;
     return 1;
   }
   if (IS("archive", "group_commit_max")) {

@@ -237,6 +237,7 @@ int main(int argc, char **argv) {
   }
 
   if (open_cluster(&d, &err) != KYSO_OK) goto fail;
+  if (kysod__collector_start(&d, &err) != KYSO_OK) goto fail;
 
   rpc_server_opts so = {.listen_addr = d.cfg.listen,
                         .tls_cert_file = d.cfg.tls_cert,
@@ -288,6 +289,7 @@ fail:
 out:
   rpc_server_shutdown(srv, 0);
   kysod__tsa_close(&d);
+  kysod__collector_stop(&d);
   kysod__peers_stop(&d);
   kysod__key_sync_stop(&d);
   cluster_close(d.cluster);

@@ -27,6 +27,7 @@ typedef struct kysod {
   cluster *cluster;         /* NULL on a single node ([cluster] has no members) */
   struct kysod_peers *peers;/* the other nodes (peers.c); NULL on a single node */
   struct kysod_key_sync *key_sync; /* installs the key registry here (key_sync.c); cluster only */
+  struct kysod_collector *collector; /* unreferenced blobs (collector.c) */
   X509_STORE *client_store; /* trust anchors for client certificates */
   rpc_peer_cache *verified; /* client certificates that verified against it, by
                                SHA-256 ([tls] peer_cache_seconds; NULL: off) */
@@ -178,6 +179,12 @@ void kysod__key_sync_stop(kysod *d);
 void kysod__key_sync_close(kysod *d);
 kyso_status kysod__key_install(kysod *d, const char *label, kyso_err *err) KYSO_MUST_CHECK;
 void kysod__keys_want(kysod *d, const char *label);
+
+/* collector.c: the thread that collects unreferenced blobs after
+ * [archive] orphan_grace_seconds. */
+typedef struct kysod_collector kysod_collector;
+kyso_status kysod__collector_start(kysod *d, kyso_err *err) KYSO_MUST_CHECK;
+void kysod__collector_stop(kysod *d);
 
 /* Packs a protobuf-c message and finishes the call with OK. */
 void kysod__reply(rpc_call *call, const ProtobufCMessage *msg);

@@ -139,6 +139,22 @@ kyso_status archive_applied_index(archive *a, uint64_t *index, kyso_err *err) KY
  * log entries a snapshot covers. */
 kyso_status archive_sync(archive *a, kyso_err *err) KYSO_MUST_CHECK;
 
+/* Orphans: blobs no document record names (copied for a write that never
+ * committed). One pass at now_ms: blobs seen unreferenced and untouched
+ * since at least grace_ms ago are deleted; others become or stay
+ * candidates. Safe against concurrent Puts of the same bytes and against
+ * entries recording them (collect.c says how). Call it periodically, with
+ * a grace period far longer than any write takes. */
+typedef struct archive_collect_stats {
+  uint64_t blobs;        /* blobs listed */
+  uint64_t unreferenced; /* of which no record names */
+  uint64_t candidates;   /* followed after this pass */
+  uint64_t collected;    /* deleted in this pass */
+  uint64_t bytes;        /* their size */
+} archive_collect_stats;
+kyso_status archive_collect_orphans(archive *a, int64_t now_ms, int64_t grace_ms,
+                                    archive_collect_stats *stats, kyso_err *err) KYSO_MUST_CHECK;
+
 /* Records: reads. Values are serialised kyso.store.v1 messages; caller
  * frees *value. NOT_FOUND naming the key; DATA_LOSS if the record no longer
  * matches its key (a signature's CMS, a certificate's DER re-hashed). */

@@ -58,6 +58,7 @@ typedef struct kyso_config {
   /* [archive] */
   uint64_t max_document;
   unsigned group_commit_max;
+  unsigned orphan_grace_seconds; /* unreferenced blobs are collected after this long */
   /* [tls] */
   char tls_cert[KYSO_PATH_MAX];
   char tls_key[KYSO_PATH_MAX];
