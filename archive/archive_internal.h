@@ -41,7 +41,13 @@ enum {
 };
 
 #define ARCHIVE__SCHEMA_VERSION "1"
-#define ARCHIVE__COMMAND_VERSION 1
+/* Commands this kysod applies: version 1 (documents, signatures) and 2
+ * (adds the key registry's RecordKey and RecordCertificate). A new kind of
+ * command takes a new version, so a node too old for it stops at it (the
+ * version check in entry.c) instead of refusing it while its peers apply
+ * it: a rolling upgrade never forks the state. */
+#define ARCHIVE__COMMAND_VERSION 2
+#define ARCHIVE__KEY_COMMAND_VERSION 2
 #define ARCHIVE__ENTRY_VERSION 1
 
 /* Chunk sizes a store accepts: at least RocksDB's min_blob_size (so every

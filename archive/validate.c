@@ -117,10 +117,14 @@ int archive__is_key_command(const archive__command *c) {
 
 kyso_status archive__validate(const archive__command *c, kyso_err *err) {
   kyso_status st;
-  if (c->version != ARCHIVE__COMMAND_VERSION)
+  if (c->version < 1 || c->version > ARCHIVE__COMMAND_VERSION)
     return kyso_fail(err, KYSO_FAILED_PRECONDITION,
-                     "command version %u is not one this kysod applies (it applies version %d)",
+                     "command version %u is not one this kysod applies (it applies versions 1 to "
+                     "%d)",
                      c->version, ARCHIVE__COMMAND_VERSION);
+  if (archive__is_key_command(c) && c->version < ARCHIVE__KEY_COMMAND_VERSION)
+    return kyso_fail(err, KYSO_INVALID_ARGUMENT, "key commands are version %d or later",
+                     ARCHIVE__KEY_COMMAND_VERSION);
   if (c->time_unix_ms <= 0)
     return kyso_fail(err, KYSO_INVALID_ARGUMENT, "command has no time (time_unix_ms)");
   if ((st = text("principal", c->principal, ARCHIVE__MAX_PRINCIPAL, 1, err)) != KYSO_OK ||

@@ -20,7 +20,7 @@ static kyso_status submit(kysod *d, rpc_call *call, Kyso__Store__V1__Command *cm
                           kyso_err *err) {
   uint8_t *result = NULL;
   size_t result_len = 0;
-  cmd->version = 1;
+  cmd->version = 2; /* key commands: a kysod too old for them stops, never refuses them */
   cmd->time_unix_ms = (int64_t)time(NULL) * 1000;
   cmd->principal = (char *)rpc_call_peer(call)->principal;
   size_t len = kyso__store__v1__command__get_packed_size(cmd);

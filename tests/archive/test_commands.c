@@ -248,7 +248,7 @@ static void test_refusals(void **state) {
   free(cmd);
   /* a future command version is not applied */
   Kyso__Store__V1__Command c = KYSO__STORE__V1__COMMAND__INIT;
-  c.version = 2;
+  c.version = ARCHIVE__COMMAND_VERSION + 1;
   c.time_unix_ms = T0;
   c.principal = "dms";
   uint8_t buf[64];

@@ -189,7 +189,7 @@ static void test_entries_the_node_cannot_take_fail_whole(void **state) {
   make_doc(&d, 4096, 6, "r6");
   assert_int_equal(archive_prepare(f->a, d.cmd, d.cmd_len, d.bytes, d.n, &err), KYSO_OK);
   Kyso__Store__V1__Command *c = kyso__store__v1__command__unpack(NULL, d.cmd_len, d.cmd);
-  c->version = 2;
+  c->version = ARCHIVE__COMMAND_VERSION + 1;
   size_t nl = kyso__store__v1__command__get_packed_size(c);
   uint8_t *newer = malloc(nl);
   kyso__store__v1__command__pack(c, newer);

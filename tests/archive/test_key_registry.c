@@ -89,7 +89,7 @@ static int teardown(void **state) {
 }
 
 static uint8_t *pack(Kyso__Store__V1__Command *c, const char *request_id, size_t *len) {
-  c->version = 1;
+  c->version = 2;
   c->time_unix_ms = T0;
   c->principal = "admin";
   c->request_id = (char *)(request_id ? request_id : "");
@@ -289,6 +289,16 @@ static void test_key_commands_are_checked(void **state) {
   der none = {NULL, 0};
   uint8_t *cmd = key_cmd(LABEL, "ec-p256", &none, NULL, NULL, NULL, &n);
   tu_submit_fails(f->a, cmd, n, NULL, 0, KYSO_INVALID_ARGUMENT);
+  free(cmd);
+  /* Key commands came with command version 2: a version-1 one is malformed. */
+  cmd = key_cmd(LABEL, "ec-p256", &f->spki, NULL, NULL, NULL, &n);
+  Kyso__Store__V1__Command *c1 = kyso__store__v1__command__unpack(NULL, n, cmd);
+  c1->version = 1;
+  uint8_t v1[512];
+  size_t v1n = kyso__store__v1__command__pack(c1, v1);
+  kyso__store__v1__command__free_unpacked(c1, NULL);
+  assert_non_null(strstr(tu_submit_fails(f->a, v1, v1n, NULL, 0, KYSO_INVALID_ARGUMENT),
+                         "version 2 or later"));
   free(cmd);
   /* A key command carries no document. */
   cmd = key_cmd(LABEL, "ec-p256", &f->spki, NULL, NULL, NULL, &n);
