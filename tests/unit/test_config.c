@@ -160,6 +160,27 @@ static void test_cluster(void **state) {
   assert_int_equal(roles, KYSO_ROLE_PEER);
 }
 
+/* The shipped examples load as they are (paths need not exist to load). */
+static void test_shipped_examples_load(void **state) {
+  (void)state;
+  static const char *const files[] = {"deploy/kyso.conf.example", "deploy/cluster/node1.conf",
+                                      "deploy/cluster/node2.conf", "deploy/cluster/node3.conf"};
+  for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+    char path[1024];
+    kyso_config cfg;
+    kyso_err err = {0};
+    snprintf(path, sizeof(path), "%s/%s", KYSO_SOURCE_DIR, files[i]);
+    if (kyso_config_load(path, &cfg, &err) != KYSO_OK) fail_msg("%s: %s", files[i], err.msg);
+    if (i > 0) {
+      assert_int_equal(cfg.member_count, 3);
+      assert_int_equal(cfg.node_id, i);
+      assert_string_equal(cfg.kek_label, "kyso-kek");
+      assert_int_equal(cfg.orphan_grace_seconds, 86400);
+    }
+    kyso_config_free(&cfg);
+  }
+}
+
 static void test_pin_sources(void **state) {
   (void)state;
   kyso_config cfg;
@@ -192,6 +213,7 @@ int main(void) {
       cmocka_unit_test(test_callers),
       cmocka_unit_test(test_pin_sources),
       cmocka_unit_test(test_cluster),
+      cmocka_unit_test(test_shipped_examples_load),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   char cmd[128];
