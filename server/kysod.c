@@ -191,7 +191,7 @@ int main(int argc, char **argv) {
       {"help", no_argument, NULL, 'h'},         {"version", no_argument, NULL, 'V'},
       {NULL, 0, NULL, 0}};
   const char *config_path = NULL;
-  int check_only = 0, opt, rc = 2;
+  int check_only = 0, opt, rc = 2, restart = 0;
   kysod d;
   kyso_err err = {0};
   rpc_server *srv = NULL;
@@ -283,7 +283,8 @@ int main(int argc, char **argv) {
   while (sigwait(&sigs, &sig) != 0 ||
          (sig == SIGUSR1 && !atomic_load(&d.restart_for_checkpoint))) {
   }
-  if (sig == SIGUSR1)
+  restart = sig == SIGUSR1; /* a SIGTERM stops it: the record waits for the next start */
+  if (restart)
     kyso_log(KYSO_LOG_INFO, "restarting to fetch a peer's archive checkpoint: stopping, "
              "in-flight calls finish first (up to %d ms)", d.cfg.shutdown_grace_ms);
   else
@@ -302,6 +303,7 @@ fail:
   if (atomic_load(&d.restart_for_checkpoint)) {
     /* Raft refused to load a snapshot the archive lacks: restart and fetch it. */
     kyso_log(KYSO_LOG_WARN, "restarting to fetch a peer's archive checkpoint (%s)", err.msg);
+    restart = 1;
     rc = 0;
     goto out;
   }
@@ -323,7 +325,7 @@ out:
   X509_STORE_free(d.client_store);
   kysod__checkpoints_close(&d);
   kyso_config_free(&d.cfg);
-  if (atomic_load(&d.restart_for_checkpoint)) {
+  if (restart) {
     /* Everything is closed; the same pid, arguments and standard streams go on. */
     fflush(NULL);
     execv("/proc/self/exe", argv);
