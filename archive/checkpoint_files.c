@@ -104,7 +104,8 @@ static kyso_status sync_tree(const char *dir, kyso_err *err) {
   char path[PATH_MAX + 256];
   kyso_status st = KYSO_OK;
   DIR *dh = opendir(dir);
-  if (dh == NULL) return kyso_fail(err, KYSO_INTERNAL, "cannot list '%s': %s", dir, strerror(errno));
+  if (dh == NULL)
+    return kyso_fail(err, KYSO_INTERNAL, "cannot list '%s': %s", dir, strerror(errno));
   for (struct dirent *e; st == KYSO_OK && (e = readdir(dh)) != NULL;) {
     if (e->d_name[0] == '.' && (e->d_name[1] == '\0' || strcmp(e->d_name, "..") == 0)) continue;
     snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);

@@ -178,12 +178,13 @@ finish:;
   kyso_hex(sha, 32, hex);
   if (size != want->size || strcmp(hex, want->sha256) != 0) {
     st = kyso_fail(err, KYSO_DATA_LOSS,
-                   "'%s' from node %u has %" PRIu64 " bytes hashing to %s; its manifest said %" PRIu64
-                   " bytes, %s: not used",
+                   "'%s' from node %u has %" PRIu64 " bytes hashing to %s; its manifest said %"
+                   PRIu64 " bytes, %s: not used",
                    want->name, f->peer_id, size, hex, want->size, want->sha256);
     goto out;
   }
-  if (fsync(fd) != 0) st = kyso_fail(err, KYSO_INTERNAL, "cannot sync '%s': %s", path, strerror(errno));
+  if (fsync(fd) != 0)
+    st = kyso_fail(err, KYSO_INTERNAL, "cannot sync '%s': %s", path, strerror(errno));
 out:
   kyso_stream_cancel(s);
   kyso_reply_free(&reply);
@@ -288,7 +289,8 @@ kyso_status kysod__checkpoint_catch_up(kysod *d, kyso_err *err) {
   if (st != KYSO_OK) return st;
   snprintf(archive_dir, sizeof(archive_dir), "%s/archive", d->cfg.data_dir);
   snprintf(f.incoming, sizeof(f.incoming), "%s/archive.incoming", d->cfg.data_dir);
-  if ((f.buf = malloc(4096)) == NULL) return kyso_fail(err, KYSO_RESOURCE_EXHAUSTED, "out of memory");
+  if ((f.buf = malloc(4096)) == NULL)
+    return kyso_fail(err, KYSO_RESOURCE_EXHAUSTED, "out of memory");
   kyso_log(KYSO_LOG_WARN, "checkpoint: this node's archive must reach entry %" PRIu64
            " (%s): fetching a peer's checkpoint before it starts", want, marker);
   for (int round = 0; round < ROUNDS; round++) {

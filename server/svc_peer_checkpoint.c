@@ -118,7 +118,8 @@ static int add_file(void *ctx, const char *name, uint64_t size, const uint8_t sh
   Kyso__V1__CheckpointManifest *m = l->m;
   if (m->n_files == l->cap) {
     size_t cap = l->cap ? 2 * l->cap : 64;
-    Kyso__V1__CheckpointFile **f = cap <= CKPT_FILES_MAX ? realloc(m->files, cap * sizeof(*f)) : NULL;
+    Kyso__V1__CheckpointFile **f =
+        cap <= CKPT_FILES_MAX ? realloc(m->files, cap * sizeof(*f)) : NULL;
     if (f == NULL) return 1;
     m->files = f;
     l->cap = cap;
