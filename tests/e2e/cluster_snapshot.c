@@ -72,20 +72,6 @@ static int teardown(void **state) {
   return 0;
 }
 
-/* In an ASan build a small quarantine, or freed chunks would count as
- * resident (as in e2e_archive_large). The user's options come first. */
-static const char *const *node_env(void) {
-  static char asan_env[1024];
-  static const char *env[2];
-  const char *asan = getenv("ASAN_OPTIONS");
-  snprintf(asan_env, sizeof(asan_env),
-           "ASAN_OPTIONS=%s%squarantine_size_mb=4:thread_local_quarantine_size_kb=64",
-           asan ? asan : "", asan && *asan ? ":" : "");
-  env[0] = asan_env;
-  env[1] = NULL;
-  return env;
-}
-
 static void put_ok(int node, uint64_t seed) {
   static uint8_t doc[DOC_SIZE];
   char rid[40], msg[512];
@@ -129,7 +115,7 @@ static long hwm_kib(int i) { return e2e_proc_kib(E[i], "VmHWM"); }
 static void test_catch_up_by_checkpoint(void **state) {
   (void)state;
   int up[N] = {1, 1, 1};
-  for (int i = 0; i < N; i++) e2e_start(E[i], node_env());
+  for (int i = 0; i < N; i++) e2e_start(E[i], e2e_env_rss());
   int leader = e2e_cluster_wait_leader(&CL, up);
   int lag = (leader + 1) % N;
   for (uint64_t s = 1; s <= 4; s++) put_ok(leader, s);
@@ -156,7 +142,7 @@ static void test_catch_up_by_checkpoint(void **state) {
              (unsigned long long)target, (unsigned long long)lag_had);
 
   /* The node comes back: a snapshot, a restart, a checkpoint, the log. */
-  e2e_start(E[lag], node_env());
+  e2e_start(E[lag], e2e_env_rss());
   up[lag] = 1;
   int64_t t2 = e2e_now_ms(), end = t2 + CATCH_UP_MS;
   uint64_t applied = 0, checkpoints = 0, installed = 0;
