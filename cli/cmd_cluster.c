@@ -51,6 +51,7 @@ static int print_json(const Kyso__V1__ClusterStatus *s) {
   cJSON_AddNumberToObject(o, "applied_index", (double)s->applied_index);
   cJSON_AddNumberToObject(o, "snapshots_taken", (double)s->snapshots_taken);
   cJSON_AddNumberToObject(o, "snapshots_installed", (double)s->snapshots_installed);
+  cJSON_AddNumberToObject(o, "checkpoints_installed", (double)s->checkpoints_installed);
   for (size_t i = 0; i < s->n_members; i++) {
     cJSON *m = cJSON_CreateObject();
     cJSON_AddNumberToObject(m, "id", (double)s->members[i]->id);
@@ -82,10 +83,12 @@ static void print_text(const Kyso__V1__ClusterStatus *s) {
            s->leader_rpc_address[0] ? " at " : "", s->leader_rpc_address);
   else
     printf("leader: none known (an election is under way, or no majority is reachable)\n");
-  printf("log: last %llu, committed %llu, applied %llu; snapshots taken %llu, installed %llu\n",
+  printf("log: last %llu, committed %llu, applied %llu; snapshots taken %llu, installed %llu; "
+         "checkpoints fetched at start %llu\n",
          (unsigned long long)s->last_index, (unsigned long long)s->commit_index,
          (unsigned long long)s->applied_index, (unsigned long long)s->snapshots_taken,
-         (unsigned long long)s->snapshots_installed);
+         (unsigned long long)s->snapshots_installed,
+         (unsigned long long)s->checkpoints_installed);
   printf("%-6s %-8s %-24s %s\n", "ID", "ROLE", "RAFT", "RPC");
   for (size_t i = 0; i < s->n_members; i++) {
     const Kyso__V1__ClusterMember *m = s->members[i];

@@ -258,6 +258,8 @@ kyso_status cluster_open(const cluster_opts *o, cluster **out, kyso_err *err) {
   c->max_queued = o->max_queued ? o->max_queued : DEFAULT_MAX_QUEUED;
   c->applied = o->applied;
   c->applied_ctx = o->applied_ctx;
+  c->checkpoint_needed = o->checkpoint_needed;
+  c->checkpoint_ctx = o->checkpoint_ctx;
   c->member_count = o->member_count;
   for (size_t i = 0; i < o->member_count; i++) {
     c->members[i].id = o->members[i].id;

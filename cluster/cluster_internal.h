@@ -56,6 +56,8 @@ struct cluster {
   unsigned max_batch, max_queued;
   void (*applied)(void *ctx, const archive_outcome *outcomes, size_t n);
   void *applied_ctx;
+  int (*checkpoint_needed)(void *ctx, uint64_t index);
+  void *checkpoint_ctx;
   size_t member_count;
   struct {
     uint64_t id;

@@ -7,11 +7,17 @@
  * peers'.
  *
  * snapshot: a small manifest (format, applied index), never the archive
- * itself: the archive's log is synced first, so nothing the snapshot
- * covers depends on the Raft entries it lets libraft drop. A node that
- * restores a manifest beyond what its archive holds needs the archive's
- * checkpoint moved out of band; until that transfer exists it refuses the
- * restore loudly rather than pretend. */
+ * itself: libraft 0.15 holds a snapshot in memory and restores it on the
+ * loop thread. The archive's log is synced first, so nothing the snapshot
+ * covers depends on the Raft entries it lets libraft drop.
+ *
+ * restore: a manifest at or below what the archive holds is taken as is
+ * (the entries after it are skipped by archive_apply_entry). One beyond it
+ * means this node missed entries that only a peer's archive still has:
+ * libraft has already stored the snapshot and reset its log, so the
+ * restore fails (nothing more is applied) and checkpoint_needed asks kysod
+ * to fetch a peer's RocksDB checkpoint and restart; the next raft_start
+ * restores the same snapshot onto the fetched archive. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -138,12 +144,15 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf) {
     return RAFT_IOERR;
   }
   if (want > have) {
-    kyso_log(KYSO_LOG_ERROR,
+    int asked = c->checkpoint_needed != NULL && c->checkpoint_needed(c->checkpoint_ctx, want) == 0;
+    kyso_log(asked ? KYSO_LOG_WARN : KYSO_LOG_ERROR,
              "cluster: node %" PRIu64 " was sent a snapshot at entry %" PRIu64
-             " but its archive holds entries up to %" PRIu64
-             " only; moving the archive's checkpoint between nodes is not built yet: copy a "
-             "peer's data directory (README: replacing a node)",
-             c->id, want, have);
+             " but its archive holds entries up to %" PRIu64 " only: %s",
+             c->id, want, have,
+             asked ? "applying nothing more; kysod restarts and fetches a peer's archive "
+                     "checkpoint first"
+                   : "it cannot fetch a peer's checkpoint; stop it and copy a peer's data "
+                     "directory (README: replacing a node)");
     return RAFT_INVALID;
   }
   raft_free(buf->base); /* ours on success */

@@ -40,6 +40,13 @@ static const rpc_method methods[] = {
     {"/kyso.v1.Peer/PutBlob", "peer.blob", kysod__peer_put_blob, RPC_CLIENT_STREAMING},
     {"/kyso.v1.Peer/GetBlob", "peer.blob", kysod__peer_get_blob, RPC_SERVER_STREAMING},
     {"/grpc.health.v1.Health/Check", "health", kysod__health_check, RPC_UNARY},
+    /* Checkpoint catch-up (svc_peer_checkpoint.c) */
+    {"/kyso.v1.PeerCheckpoint/OpenCheckpoint", "peer.checkpoint", kysod__peer_open_checkpoint,
+     RPC_UNARY},
+    {"/kyso.v1.PeerCheckpoint/GetCheckpointFile", "peer.checkpoint",
+     kysod__peer_get_checkpoint_file, RPC_SERVER_STREAMING},
+    {"/kyso.v1.PeerCheckpoint/CloseCheckpoint", "peer.checkpoint", kysod__peer_close_checkpoint,
+     RPC_UNARY},
 };
 
 static void usage(FILE *f) {
@@ -58,6 +65,8 @@ static void usage(FILE *f) {
           "kysod prints 'kysod: ready on ADDRESS port N' on standard output once it\n"
           "serves (followed by ' tsa-http port M' when the HTTP endpoint is on).\n"
           "SIGTERM or SIGINT stop it gracefully: in-flight calls finish first.\n"
+          "A cluster node that fell behind a Raft snapshot stops the same way and\n"
+          "starts itself again, fetching a peer's archive checkpoint first.\n"
           "Exit status: 0 after a clean stop, 1 on a runtime failure, 2 on a\n"
           "configuration, PIN or HSM problem at start.\n");
 }
@@ -160,7 +169,9 @@ static kyso_status open_cluster(kysod *d, kyso_err *err) {
                      .snapshot_trailing = cfg->snapshot_trailing,
                      .tls = &tls,
                      .applied = kysod__on_applied,
-                     .applied_ctx = d};
+                     .applied_ctx = d,
+                     .checkpoint_needed = kysod__on_checkpoint_needed,
+                     .checkpoint_ctx = d};
   st = kysod__peers_open(d, err);
   if (st != KYSO_OK) return st;
   /* Before the log replays: the applied hook queues keys for it. */
@@ -182,7 +193,7 @@ int main(int argc, char **argv) {
       {"help", no_argument, NULL, 'h'},         {"version", no_argument, NULL, 'V'},
       {NULL, 0, NULL, 0}};
   const char *config_path = NULL;
-  int check_only = 0, opt, rc = 2;
+  int check_only = 0, opt, rc = 2, restart = 0;
   kysod d;
   kyso_err err = {0};
   rpc_server *srv = NULL;
@@ -209,6 +220,7 @@ int main(int argc, char **argv) {
   sigemptyset(&sigs);
   sigaddset(&sigs, SIGTERM);
   sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGUSR1); /* restart_for_checkpoint was set */
   pthread_sigmask(SIG_BLOCK, &sigs, NULL);
   signal(SIGPIPE, SIG_IGN);
   umask(077);
@@ -227,7 +239,10 @@ int main(int argc, char **argv) {
   if (load_client_store(&d, &err) != KYSO_OK) goto fail;
   if (open_hsm(&d, &err) != KYSO_OK) goto fail;
   if (open_signer(&d, &err) != KYSO_OK) goto fail;
+  if (!check_only && d.cfg.member_count > 0 && kysod__checkpoint_catch_up(&d, &err) != KYSO_OK)
+    goto fail;
   if (open_archive(&d, &err) != KYSO_OK) goto fail;
+  if (kysod__checkpoints_open(&d, &err) != KYSO_OK) goto fail;
   if (kysod__tsa_open(&d, &err) != KYSO_OK) goto fail;
   if (check_only) {
     printf("kysod: configuration '%s' is valid and token '%s' opened\n", config_path,
@@ -267,10 +282,17 @@ int main(int argc, char **argv) {
   fflush(stdout);
 
   int sig = 0;
-  while (sigwait(&sigs, &sig) != 0) {
+  /* A SIGUSR1 without the flag (one left pending across a restart) is not a stop. */
+  while (sigwait(&sigs, &sig) != 0 ||
+         (sig == SIGUSR1 && !atomic_load(&d.restart_for_checkpoint))) {
   }
-  kyso_log(KYSO_LOG_INFO, "signal %d: stopping, in-flight calls finish first (up to %d ms)", sig,
-           d.cfg.shutdown_grace_ms);
+  restart = sig == SIGUSR1; /* a SIGTERM stops it: the record waits for the next start */
+  if (restart)
+    kyso_log(KYSO_LOG_INFO, "restarting to fetch a peer's archive checkpoint: stopping, "
+             "in-flight calls finish first (up to %d ms)", d.cfg.shutdown_grace_ms);
+  else
+    kyso_log(KYSO_LOG_INFO, "signal %d: stopping, in-flight calls finish first (up to %d ms)",
+             sig, d.cfg.shutdown_grace_ms);
   atomic_store(&d.serving, 0);
   http_server_stop(d.tsa_http);
   d.tsa_http = NULL;
@@ -281,6 +303,13 @@ int main(int argc, char **argv) {
   goto out;
 
 fail:
+  if (atomic_load(&d.restart_for_checkpoint)) {
+    /* Raft refused to load a snapshot the archive lacks: restart and fetch it. */
+    kyso_log(KYSO_LOG_WARN, "restarting to fetch a peer's archive checkpoint (%s)", err.msg);
+    restart = 1;
+    rc = 0;
+    goto out;
+  }
   fprintf(stderr, "kysod: %s\n", err.msg);
   if (err.code == KYSO_UNAUTHENTICATED)
     fprintf(stderr, "kysod: not retrying: a PKCS#11 token locks after repeated wrong PINs. "
@@ -300,6 +329,15 @@ out:
   hsm_close(d.hsm);
   rpc_peer_cache_free(d.verified);
   X509_STORE_free(d.client_store);
+  kysod__checkpoints_close(&d);
   kyso_config_free(&d.cfg);
+  if (restart) {
+    /* Everything is closed; the same pid, arguments and standard streams go on. */
+    fflush(NULL);
+    execv("/proc/self/exe", argv);
+    fprintf(stderr, "kysod: cannot restart itself (%s); start it again to fetch the checkpoint\n",
+            strerror(errno));
+    rc = 1;
+  }
   return rc;
 }

@@ -41,6 +41,10 @@ typedef struct kysod {
   tsa_state *tsa_state;      /* serials and genTime clock of this node */
   http_server *tsa_http;     /* RFC 3161 over HTTP, when [tsa] http_listen is set */
   X509_STORE *ext_tsa_store; /* [signer] timestamp_ca: trust anchors of the external TSA */
+  /* Checkpoint catch-up (checkpoint_fetch.c, svc_peer_checkpoint.c) */
+  struct kysod_checkpoints *checkpoints; /* the ones served to peers */
+  atomic_int restart_for_checkpoint;     /* set before SIGUSR1: main restarts kysod */
+  uint64_t checkpoints_installed;        /* fetched at this process's start */
 } kysod;
 
 /* Authorisation: client certificate -> caller -> roles -> operation. */
@@ -185,6 +189,30 @@ void kysod__keys_want(kysod *d, const char *label);
 typedef struct kysod_collector kysod_collector;
 kyso_status kysod__collector_start(kysod *d, kyso_err *err) KYSO_MUST_CHECK;
 void kysod__collector_stop(kysod *d);
+
+/* ---- Catching up by a peer's archive checkpoint (issue 6) ---- */
+/* A client of the member at rpc with this node's own certificate (peers.c). */
+struct kyso_client;
+kyso_status kysod__peer_client_open(const kyso_config *cfg, const char *rpc,
+                                    struct kyso_client **out, kyso_err *err) KYSO_MUST_CHECK;
+/* cluster_opts.checkpoint_needed (checkpoint_fetch.c): records durably in
+ * DATA_DIR/checkpoint-needed that the archive must reach entry index, and
+ * asks the main thread to restart kysod (SIGUSR1). 0 if recorded. */
+int kysod__on_checkpoint_needed(void *ctx, uint64_t index);
+/* At start, before the archive opens: with that record present, fetches a
+ * peer's checkpoint that reaches the index, verifies it file by file and
+ * puts it in place of DATA_DIR/archive, then removes the record. OK when
+ * there was nothing to do too. */
+kyso_status kysod__checkpoint_catch_up(kysod *d, kyso_err *err) KYSO_MUST_CHECK;
+/* The serving side (svc_peer_checkpoint.c): a few checkpoints open at a
+ * time under DATA_DIR/checkpoints, each removed when closed or idle. */
+typedef struct kysod_checkpoints kysod_checkpoints;
+kyso_status kysod__checkpoints_open(kysod *d, kyso_err *err) KYSO_MUST_CHECK;
+void kysod__checkpoints_close(kysod *d);
+void kysod__peer_open_checkpoint(rpc_call *call, void *app);
+void kysod__peer_get_checkpoint_file(rpc_call *call, void *app);
+void kysod__peer_close_checkpoint(rpc_call *call, void *app);
+/* ---- end of checkpoint catch-up ---- */
 
 /* Packs a protobuf-c message and finishes the call with OK. */
 void kysod__reply(rpc_call *call, const ProtobufCMessage *msg);

@@ -83,6 +83,16 @@ typedef struct peer_set {
   size_t majority_peers;
 } peer_set;
 
+kyso_status kysod__peer_client_open(const kyso_config *cfg, const char *rpc, kyso_client **out,
+                                    kyso_err *err) {
+  kyso_client_opts o = {.target = rpc,
+                        .ca_file = cfg->peer_ca[0] ? cfg->peer_ca : cfg->client_ca,
+                        .cert_file = cfg->tls_cert,
+                        .key_file = cfg->tls_key,
+                        .server_name = cfg->peer_server_name[0] ? cfg->peer_server_name : NULL};
+  return kyso_client_open(&o, out, err);
+}
+
 /* A slot is never reused or closed while kysod runs (a call on another
  * thread may be using its client): a member whose address changed gets a
  * new slot. Under cmu. */
@@ -94,14 +104,9 @@ static kyso_client *client_for(kysod_peers *p, uint64_t id, const char *rpc, siz
       return p->peer[i].client;
     }
   if (p->n == PEER_SLOTS) return NULL;
-  kyso_client_opts o = {.target = rpc,
-                        .ca_file = cfg->peer_ca[0] ? cfg->peer_ca : cfg->client_ca,
-                        .cert_file = cfg->tls_cert,
-                        .key_file = cfg->tls_key,
-                        .server_name = cfg->peer_server_name[0] ? cfg->peer_server_name : NULL};
   kyso_client *c = NULL;
   kyso_err err = {0};
-  if (kyso_client_open(&o, &c, &err) != KYSO_OK) {
+  if (kysod__peer_client_open(cfg, rpc, &c, &err) != KYSO_OK) {
     kyso_log(KYSO_LOG_WARN, "peers: cannot prepare a connection to node %" PRIu64 " (%s): %s", id,
              rpc, err.msg);
     return NULL;

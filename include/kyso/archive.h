@@ -244,6 +244,26 @@ kyso_status archive_missing_blobs(archive *a, archive_missing_cb cb, void *ctx, 
 /* A consistent RocksDB checkpoint in dir (must not exist), while serving. */
 kyso_status archive_checkpoint(archive *a, const char *dir, kyso_err *err) KYSO_MUST_CHECK;
 
+/* Checkpoints as files (checkpoint_files.c): a store moved between nodes. */
+/* Called per file with its name, size and SHA-256; non-zero stops. */
+typedef int (*archive_file_cb)(void *ctx, const char *name, uint64_t size,
+                               const uint8_t sha256[32]);
+/* Every file of a closed checkpoint directory (flat, regular files only:
+ * INTERNAL otherwise), hashed in chunk-sized reads. */
+kyso_status archive_checkpoint_files(const char *dir, archive_file_cb cb, void *ctx,
+                                     kyso_err *err) KYSO_MUST_CHECK;
+/* The applied index of the store in dir, which nobody has open (opens it,
+ * reads, closes). NOT_FOUND when dir is not there. */
+kyso_status archive_dir_applied_index(const char *dir, uint64_t *index,
+                                      kyso_err *err) KYSO_MUST_CHECK;
+/* Puts the store in incoming in the place of dir, durably: incoming's files
+ * and directory synced, dir renamed aside, incoming renamed to dir, the
+ * parent synced, then the old store removed. No store may be open on either. */
+kyso_status archive_dir_replace(const char *dir, const char *incoming,
+                                kyso_err *err) KYSO_MUST_CHECK;
+/* Removes a directory tree (a checkpoint); a missing one is fine. */
+kyso_status archive_dir_remove(const char *dir, kyso_err *err) KYSO_MUST_CHECK;
+
 /* Counters since open (metrics, and tests that show group commit). */
 typedef struct archive_stats {
   uint64_t commands;       /* submitted commands answered OK (replays included) */

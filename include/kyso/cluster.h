@@ -62,6 +62,13 @@ typedef struct cluster_opts {
    * outcomes (NULL: none). Must be quick: queue work, never do it. */
   void (*applied)(void *ctx, const archive_outcome *outcomes, size_t n);
   void *applied_ctx;
+  /* Called when a snapshot names an entry beyond what the archive holds
+   * (on the loop thread, or in cluster_open while Raft loads its state):
+   * this node needs a peer's archive checkpoint. It must record that
+   * durably and arrange a restart; 0 if it did. The restore fails either
+   * way, so nothing more is applied until then. NULL: the restore fails. */
+  int (*checkpoint_needed)(void *ctx, uint64_t index);
+  void *checkpoint_ctx;
 } cluster_opts;
 
 /* How one submission ended. Runs on the cluster's loop thread: do no slow

@@ -61,15 +61,7 @@ static void start_and_provision(void **state) {
   make_document();
   fprintf(stderr, "e2e: generated a %llu MiB document in %lld ms, sha256 %s\n",
           DOC_SIZE >> 20, (long long)(kyso_now_ms() - t0), sha_hex);
-  /* In an ASan build a small quarantine, or freed 1 MiB chunks would count
-   * as resident (harmless otherwise). The user's options come first. */
-  static char asan_env[1024];
-  const char *asan = getenv("ASAN_OPTIONS");
-  snprintf(asan_env, sizeof(asan_env),
-           "ASAN_OPTIONS=%s%squarantine_size_mb=4:thread_local_quarantine_size_kb=64",
-           asan ? asan : "", asan && *asan ? ":" : "");
-  const char *const env[] = {asan_env, NULL};
-  e2e_start(E, env);
+  e2e_start(E, e2e_env_rss());
   e2e_provision_key(E, PERSONAL, ACCOUNT, KYSO__V1__KEY_ALGORITHM__KEY_ALGORITHM_EC_P256);
 }
 

@@ -284,6 +284,11 @@ int e2e_free_port(void);
 int e2e_http(int port, const char *path, const char *method, const char *content_type,
              const char *body_file, const char *out_file);
 
+/* extra_env for e2e_start in tests that measure kysod's RSS: in an ASan
+ * build a small quarantine, or freed chunks would count as resident
+ * (harmless otherwise); the user's ASAN_OPTIONS come first. Static. */
+const char *const *e2e_env_rss(void);
+
 /* kysod's path, the kyso CLI's path, the fixtures and samples directories:
  * from the environment (KYSOD, KYSO_CLI, KYSO_FIXTURES, KYSO_SAMPLES) or the
  * build. */

@@ -36,6 +36,18 @@ const char *e2e_cli_path(void) { return env_or("KYSO_CLI", KYSO_E2E_CLI); }
 const char *e2e_fixtures_dir(void) { return env_or("KYSO_FIXTURES", KYSO_E2E_FIXTURES); }
 const char *e2e_samples_dir(void) { return env_or("KYSO_SAMPLES", KYSO_E2E_SAMPLES); }
 
+const char *const *e2e_env_rss(void) {
+  static char asan_env[1024];
+  static const char *env[2];
+  const char *asan = getenv("ASAN_OPTIONS");
+  snprintf(asan_env, sizeof(asan_env),
+           "ASAN_OPTIONS=%s%squarantine_size_mb=4:thread_local_quarantine_size_kb=64",
+           asan ? asan : "", asan && *asan ? ":" : "");
+  env[0] = asan_env;
+  env[1] = NULL;
+  return env;
+}
+
 void e2e__fail(const char *file, int line, const char *fmt, ...) {
   va_list ap;
   char msg[2048];
