@@ -7,7 +7,9 @@
  * file) and catches up. The test asserts that the leader took snapshots,
  * that the node installed a checkpoint and the snapshot, that it serves
  * every document byte for byte from its own state (stale reads), that the
- * three state digests are equal, and that no node's peak RSS (VmHWM,
+ * three state digests are equal, that a key made while it was away is
+ * installed in its token from the checkpoint's key registry, and that no
+ * node's peak RSS (VmHWM,
  * sampled for the lagging node across its restart) reached RSS_BOUND.
  *
  * RSS_BOUND: 160 MiB (192 under ASan). A kysod at rest is about 45 MiB
@@ -124,6 +126,10 @@ static void test_catch_up_by_checkpoint(void **state) {
   e2e_stop(E[lag]);
   up[lag] = 0;
 
+  /* A key made while the node is away: it arrives with the checkpoint's key
+   * registry, and the node installs it into its own token at its start. */
+  e2e_cluster_provision_key(&CL, leader, up, KYSO__V1__KEY_ROLE__KEY_ROLE_PERSONAL, "snap.signer",
+                            KYSO__V1__KEY_ALGORITHM__KEY_ALGORITHM_EC_P256);
   int64_t t0 = e2e_now_ms();
   for (uint64_t s = 5; s <= DOCS; s++) put_ok(leader, s);
   int64_t t1 = e2e_now_ms();
@@ -187,6 +193,7 @@ static void test_catch_up_by_checkpoint(void **state) {
     e2e_got_free(&g);
   }
   printf("node %d served all %d documents byte for byte\n", lag + 1, n_ids);
+  e2e_cluster_wait_key(&CL, lag, KYSO__V1__KEY_ROLE__KEY_ROLE_PERSONAL, "snap.signer");
   e2e_cluster_check_digests(&CL, up, "after the catch-up");
 
   long hwm[N];
