@@ -52,6 +52,7 @@ static int print_json(const Kyso__V1__ClusterStatus *s) {
   cJSON_AddNumberToObject(o, "snapshots_taken", (double)s->snapshots_taken);
   cJSON_AddNumberToObject(o, "snapshots_installed", (double)s->snapshots_installed);
   cJSON_AddNumberToObject(o, "checkpoints_installed", (double)s->checkpoints_installed);
+  cJSON_AddNumberToObject(o, "keys_pending", (double)s->keys_pending);
   for (size_t i = 0; i < s->n_members; i++) {
     cJSON *m = cJSON_CreateObject();
     cJSON_AddNumberToObject(m, "id", (double)s->members[i]->id);
@@ -89,6 +90,10 @@ static void print_text(const Kyso__V1__ClusterStatus *s) {
          (unsigned long long)s->applied_index, (unsigned long long)s->snapshots_taken,
          (unsigned long long)s->snapshots_installed,
          (unsigned long long)s->checkpoints_installed);
+  if (s->keys_pending > 0)
+    printf("keys: %llu of the cluster's keys not installed in this node's token yet (its log "
+           "says why)\n",
+           (unsigned long long)s->keys_pending);
   printf("%-6s %-8s %-24s %s\n", "ID", "ROLE", "RAFT", "RPC");
   for (size_t i = 0; i < s->n_members; i++) {
     const Kyso__V1__ClusterMember *m = s->members[i];

@@ -40,6 +40,7 @@ struct kysod_key_sync {
   key_want *head; /* waiting, in no particular order */
   size_t count;
   int stopping, started;
+  int busy; /* a label taken off the queue is being installed */
   pthread_t thread;
   pthread_mutex_t install_mu; /* one install at a time, from any thread */
 };
@@ -184,6 +185,15 @@ static void enqueue(kysod_key_sync *ks, const char *label, unsigned attempts, in
   pthread_cond_signal(&ks->wake);
 }
 
+size_t kysod__keys_pending(kysod *d) {
+  kysod_key_sync *ks = d->key_sync;
+  if (ks == NULL) return 0;
+  pthread_mutex_lock(&ks->mu);
+  size_t n = ks->count + (size_t)ks->busy;
+  pthread_mutex_unlock(&ks->mu);
+  return n;
+}
+
 void kysod__keys_want(kysod *d, const char *label) {
   kysod_key_sync *ks = d->key_sync;
   if (ks == NULL || label == NULL || label[0] == '\0' || strlen(label) > KYSO_MAX_LABEL) return;
@@ -243,10 +253,12 @@ static void *run(void *arg) {
       }
       continue;
     }
+    ks->busy = 1;
     pthread_mutex_unlock(&ks->mu);
     memset(&err, 0, sizeof(err));
     kyso_status st = kysod__key_install(d, w->label, &err);
     pthread_mutex_lock(&ks->mu);
+    ks->busy = 0;
     if (st != KYSO_OK && !ks->stopping) {
       unsigned a = w->attempts + 1;
       int64_t backoff = BACKOFF_FIRST_MS;

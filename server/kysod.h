@@ -183,6 +183,8 @@ void kysod__key_sync_stop(kysod *d);
 void kysod__key_sync_close(kysod *d);
 kyso_status kysod__key_install(kysod *d, const char *label, kyso_err *err) KYSO_MUST_CHECK;
 void kysod__keys_want(kysod *d, const char *label);
+/* Labels waiting for (or in) an install: Cluster.Status shows it. */
+size_t kysod__keys_pending(kysod *d);
 
 /* collector.c: the thread that collects unreferenced blobs after
  * [archive] orphan_grace_seconds. */

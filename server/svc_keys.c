@@ -132,14 +132,14 @@ void kysod__keys_generate(rpc_call *call, void *app) {
       st = kyso_fail(&err, KYSO_INVALID_ARGUMENT, "algorithm %d is not supported", (int)req->algorithm);
       goto out;
   }
-  /* Refused before the HSM works: not the writer, or the name taken in the
-   * registry (a key this node may not have installed yet). */
-  if ((st = kysod__require_writer(d, &err)) != KYSO_OK) goto out;
+  /* Refused before the HSM works: the name taken in the registry (by a key
+   * this node may not have installed yet), or not the writer. */
   if (kysod__key_registered(d, label)) {
     st = kyso_fail(&err, KYSO_ALREADY_EXISTS, "key '%s' already exists (`kyso keys` lists it)",
                    label);
     goto out;
   }
+  if ((st = kysod__require_writer(d, &err)) != KYSO_OK) goto out;
   if ((st = hsm_generate_key(d->hsm, label, type, &hk, &err)) != KYSO_OK) goto out;
   if ((st = kysod__register_key(d, call, label, type, &err)) != KYSO_OK) {
     /* Not recorded, or not known to be: the token's key goes. Had the

@@ -29,28 +29,32 @@ static int append(char *buf, size_t size, const char *text) {
   return 0;
 }
 
-/* One throw-away KEK into every node's token with kyso-token (the security
- * officer's tool), then the file is gone: as deploy/cluster.sh does. */
-static int kek_ceremony(e2e_cluster *cl) {
-  char kek[300];
-  snprintf(kek, sizeof(kek), "%s/kek.bin", cl->node[0]->dir);
-  if (e2e_sh(NULL, "umask 077; openssl rand -out '%s' 32", kek) != 0) return -1;
-  int rc = 0;
-  for (int i = 0; i < cl->n && rc == 0; i++) {
-    e2e *e = cl->node[i];
-    char log[320];
-    snprintf(log, sizeof(log), "%s/kek.log", e->dir);
-    rc = e2e_sh(log,
-                "SOFTHSM2_CONF='%s' '%s' import-kek --module /usr/lib/softhsm/libsofthsm2.so "
-                "--token '%s' --so-pin-file '%s' --user-pin-file '%s' --kek-file '%s'",
-                e->hsm_conf, KYSO_E2E_TOKEN_TOOL, e->token, e->so_pin_file, e->pin_file, kek);
-    if (rc != 0) {
-      fprintf(stderr, "e2e: the KEK ceremony failed on node %d:\n", i + 1);
-      e2e_sh(NULL, "cat '%s' >&2", log);
-    }
+int e2e_cluster_import_kek(e2e_cluster *cl, int i) {
+  e2e *e = cl->node[i];
+  char log[320];
+  snprintf(log, sizeof(log), "%s/kek.log", e->dir);
+  int rc = e2e_sh(log,
+                  "SOFTHSM2_CONF='%s' '%s' import-kek --module /usr/lib/softhsm/libsofthsm2.so "
+                  "--token '%s' --so-pin-file '%s' --user-pin-file '%s' --kek-file '%s'",
+                  e->hsm_conf, KYSO_E2E_TOKEN_TOOL, e->token, e->so_pin_file, e->pin_file,
+                  cl->kek_file);
+  if (rc != 0) {
+    fprintf(stderr, "e2e: the KEK ceremony failed on node %d:\n", i + 1);
+    e2e_sh(NULL, "cat '%s' >&2", log);
   }
-  unlink(kek);
   return rc;
+}
+
+/* One throw-away KEK into every node's token (but node `skip`) with
+ * kyso-token, the security officer's tool, as deploy/cluster.sh does. The
+ * file stays in node 1's temp directory for e2e_cluster_import_kek (a real
+ * ceremony destroys it). */
+static int kek_ceremony(e2e_cluster *cl, int skip) {
+  snprintf(cl->kek_file, sizeof(cl->kek_file), "%s/kek.bin", cl->node[0]->dir);
+  if (e2e_sh(NULL, "umask 077; openssl rand -out '%s' 32", cl->kek_file) != 0) return -1;
+  for (int i = 0; i < cl->n; i++)
+    if (i != skip && e2e_cluster_import_kek(cl, i) != 0) return -1;
+  return 0;
 }
 
 void e2e_cluster_wait_key(e2e_cluster *cl, int i, Kyso__V1__KeyRole role, const char *name) {
@@ -66,8 +70,23 @@ void e2e_cluster_wait_key(e2e_cluster *cl, int i, Kyso__V1__KeyRole role, const 
 void e2e_cluster_provision_key(e2e_cluster *cl, int on, const int *up, Kyso__V1__KeyRole role,
                                const char *name, Kyso__V1__KeyAlgorithm alg) {
   e2e_provision_key(cl->node[on], role, name, alg);
-  for (int i = 0; i < cl->n; i++)
-    if (up[i]) e2e_cluster_wait_key(cl, i, role, name);
+  for (int i = 0; i < cl->n; i++) {
+    if (!up[i]) continue;
+    e2e_cluster_wait_key(cl, i, role, name);
+    /* Installed, so nothing is left pending there (Cluster.Status says so). */
+    int64_t end = e2e_now_ms() + E2E_CLUSTER_WAIT_MS;
+    uint64_t pending = 0;
+    for (;;) {
+      Kyso__V1__ClusterStatus *s = e2e_cluster_status(cl, i);
+      pending = s->keys_pending;
+      kyso__v1__cluster_status__free_unpacked(s, NULL);
+      if (pending == 0 || e2e_now_ms() > end) break;
+      e2e_pause_ms(20);
+    }
+    if (pending != 0)
+      E2E_FAIL("node %d still reports %llu keys pending after installing '%s'", i + 1,
+               (unsigned long long)pending, name);
+  }
 }
 
 void e2e_cluster_provision_tsa(e2e_cluster *cl, int on, const int *up) {
@@ -80,8 +99,20 @@ int e2e_cluster_new(e2e_cluster *cl, int n, int initial, const char *const *extr
   return e2e_cluster_new_at(cl, n, initial, extra, NULL);
 }
 
+static int cluster_new(e2e_cluster *cl, int n, int initial, const char *const *extra,
+                       const char *const *hosts, int no_kek);
+
 int e2e_cluster_new_at(e2e_cluster *cl, int n, int initial, const char *const *extra,
                        const char *const *hosts) {
+  return cluster_new(cl, n, initial, extra, hosts, -1);
+}
+
+int e2e_cluster_new_without_kek(e2e_cluster *cl, int n, const char *const *extra, int node) {
+  return cluster_new(cl, n, n, extra, NULL, node);
+}
+
+static int cluster_new(e2e_cluster *cl, int n, int initial, const char *const *extra,
+                       const char *const *hosts, int no_kek) {
   char members_initial[1024] = "", members_all[1024] = "", callers[4096] = "";
   memset(cl, 0, sizeof(*cl));
   if (n < 1 || n > E2E_CLUSTER_MAX || initial < 1 || initial > n) return -1;
@@ -102,7 +133,7 @@ int e2e_cluster_new_at(e2e_cluster *cl, int n, int initial, const char *const *e
     if (hosts != NULL) snprintf(cl->node[i]->host, sizeof(cl->node[i]->host), "%s", hosts[i]);
     cl->node[i]->no_auto_tsa = 1; /* one TSA key for the cluster: e2e_cluster_provision_tsa */
   }
-  if (kek_ceremony(cl) != 0) return -1;
+  if (kek_ceremony(cl, no_kek) != 0) return -1;
   snprintf(cl->bundle, sizeof(cl->bundle), "%s/peers-ca.pem", cl->node[0]->dir);
   for (int i = 0; i < n; i++) {
     if (e2e_sh(NULL, "cat '%s/root.pem' '%s/chain.pem' >> '%s'", cl->node[i]->pki,

@@ -16,6 +16,7 @@ typedef struct e2e_cluster {
   e2e *node[E2E_CLUSTER_MAX];
   int raft_port[E2E_CLUSTER_MAX], rpc_port[E2E_CLUSTER_MAX];
   char bundle[512]; /* every node's root and sub-CA */
+  char kek_file[320]; /* the KEK every token got (kept for e2e_cluster_import_kek) */
 } e2e_cluster;
 
 /* n nodes (e2e_new each; not started). Nodes 1..initial bootstrap the
@@ -30,6 +31,10 @@ int e2e_cluster_new(e2e_cluster *cl, int n, int initial, const char *const *extr
  * netns_fd before starting it). */
 int e2e_cluster_new_at(e2e_cluster *cl, int n, int initial, const char *const *extra,
                        const char *const *hosts);
+/* All n nodes initial, every token but node `node`'s (0-based) given the KEK. */
+int e2e_cluster_new_without_kek(e2e_cluster *cl, int n, const char *const *extra, int node);
+/* The KEK ceremony on node i's token (kysod stopped there). 0 on success. */
+int e2e_cluster_import_kek(e2e_cluster *cl, int i);
 void e2e_cluster_free(e2e_cluster *cl);
 
 /* Cluster.Status of node i (0-based), as the operator; fails the test if
