@@ -41,17 +41,7 @@ static int teardown(void **state) {
   return 0;
 }
 
-static int cli(int node, const char *const *args) {
-  const char *out = e2e_path(CL.node[node], "work/cli.txt");
-  int rc = e2e_kyso(CL.node[node], E2E_OPS, out, args);
-  if (rc != 0) {
-    size_t n = 0;
-    char *text = (char *)e2e_read_file(out, &n);
-    fprintf(stderr, "kyso %s %s: exit %d: %s\n", args[0], args[1], rc, text ? text : "");
-    free(text);
-  }
-  return rc;
-}
+static int cli(int node, const char *const *args) { return e2e_cluster_cli(&CL, node, args); }
 
 static void lead(int node) {
   int up[N] = {1, 1, 1};

@@ -285,3 +285,15 @@ void e2e_cluster_check_digests(e2e_cluster *cl, const int *up, const char *when)
   for (int i = 0; i < cl->n; i++)
     if (d[i] != NULL) kyso__v1__cluster_digest__free_unpacked(d[i], NULL);
 }
+
+int e2e_cluster_cli(e2e_cluster *cl, int node, const char *const *args) {
+  const char *out = e2e_path(cl->node[node], "work/cli.txt");
+  int rc = e2e_kyso(cl->node[node], E2E_OPS, out, args);
+  if (rc != 0) {
+    size_t n = 0;
+    char *text = (char *)e2e_read_file(out, &n);
+    fprintf(stderr, "kyso %s %s: exit %d: %s\n", args[0], args[1], rc, text ? text : "");
+    free(text);
+  }
+  return rc;
+}

@@ -68,6 +68,10 @@ void e2e_cluster_wait_key(e2e_cluster *cl, int i, Kyso__V1__KeyRole role, const 
 /* The node (0-based) a refusal names ("... the leader is node K ..."), or -1. */
 int e2e_cluster_named_leader(const e2e_cluster *cl, const char *msg);
 
+/* `kyso ARGS` against node (0-based) as the operator, output in its
+ * work/cli.txt (printed on failure); the exit status. */
+int e2e_cluster_cli(e2e_cluster *cl, int node, const char *const *args);
+
 int64_t e2e_now_ms(void);
 /* For polling observed state, never as synchronisation by itself. */
 void e2e_pause_ms(int ms);
