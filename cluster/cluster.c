@@ -119,6 +119,7 @@ void cluster__refresh_info(cluster *c) {
   in.snapshots_taken = c->snapshots_taken;
   in.snapshots_installed = c->snapshots_installed;
   pthread_mutex_lock(&c->mu);
+  if (in.applied_index > c->info.applied_index) cluster__applied_signal_locked(c);
   c->info = in;
   pthread_mutex_unlock(&c->mu);
 }
@@ -145,6 +146,7 @@ static void on_raft_closed(struct raft *r) {
    * (they see stopping). */
   pthread_mutex_lock(&c->mu);
   c->stopping = 1;
+  cluster__applied_signal_locked(c);
   uv_close((uv_handle_t *)&c->wake, on_handle_closed);
   pthread_mutex_unlock(&c->mu);
 }
@@ -254,6 +256,7 @@ kyso_status cluster_open(const cluster_opts *o, cluster **out, kyso_err *err) {
   pthread_mutex_init(&c->mu, NULL);
   c->id = o->id;
   c->archive = o->archive;
+  if ((st = cluster__applied_init(c, err)) != KYSO_OK) goto fail;
   c->max_batch = o->max_batch ? o->max_batch : DEFAULT_MAX_BATCH;
   c->max_queued = o->max_queued ? o->max_queued : DEFAULT_MAX_QUEUED;
   c->applied = o->applied;
@@ -340,6 +343,7 @@ fail:
     uv_run(&c->loop, UV_RUN_DEFAULT);
     uv_loop_close(&c->loop);
   }
+  cluster__applied_destroy(c);
   pthread_mutex_destroy(&c->mu);
   free(c->dir);
   free(c);
@@ -351,10 +355,12 @@ void cluster_close(cluster *c) {
   pthread_mutex_lock(&c->mu);
   if (!c->stopping) uv_async_send(&c->wake);
   c->stopping = 1;
+  cluster__applied_signal_locked(c);
   pthread_mutex_unlock(&c->mu);
   pthread_join(c->thread, NULL);
   if (uv_loop_close(&c->loop) != 0)
     kyso_log(KYSO_LOG_WARN, "cluster: node %" PRIu64 " closed its loop with handles open", c->id);
+  cluster__applied_destroy(c);
   pthread_mutex_destroy(&c->mu);
   free(c->dir);
   free(c);
