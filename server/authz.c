@@ -29,6 +29,7 @@ static const struct {
     {"cluster.admin", KYSO_ROLE_OPERATOR},
     {"cluster.digest", KYSO_ROLE_OPERATOR | KYSO_ROLE_ARCHIVIST},
     {"peer.blob", KYSO_ROLE_PEER},
+    {"peer.serve", KYSO_ROLE_PEER}, /* Propose, ReadIndex: a follower's calls to the leader */
 };
 
 static void roles_text(unsigned roles, char *out, size_t size) {
