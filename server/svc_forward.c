@@ -35,6 +35,7 @@ void kysod__peer_propose(rpc_call *call, void *app) {
     st = cluster_submit_wait(d->cluster, req->command.data, req->command.len,
                              rpc_call_remaining_ms(call), &result, &result_len, &err);
   if (st != KYSO_OK) goto out;
+  cluster_nudge(d->cluster); /* the follower waits until it applied this too */
   Kyso__V1__ProposeReply r = KYSO__V1__PROPOSE_REPLY__INIT;
   r.result.data = result;
   r.result.len = result_len;

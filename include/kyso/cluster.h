@@ -109,6 +109,11 @@ uint64_t cluster_applied_index(cluster *c);
  * after timeout_ms (saying how far it got); UNAVAILABLE when closing. */
 kyso_status cluster_applied_wait(cluster *c, uint64_t index, int64_t timeout_ms,
                                  kyso_err *err) KYSO_MUST_CHECK;
+/* On the leader, after a commit a follower waits for: libraft tells the
+ * followers of a commit only with its next AppendEntries, up to two
+ * heartbeats later; this appends a barrier now (one per loop wake-up,
+ * nobody waits for it), whose AppendEntries carries the commit at once. */
+void cluster_nudge(cluster *c);
 
 /* Membership, one change at a time, on the leader. */
 typedef enum {
