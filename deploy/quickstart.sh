@@ -20,10 +20,10 @@ demo=$cluster_dir # demo-cluster/
 out=$demo/out
 
 # Keys and certificates are not replicated yet: a key lives only in the
-# token of the node that generated it (key_node), and an archived Sign is a
-# write, which only the leader takes. So today every key call and every
-# Sign goes to key_node, which is handed the leadership first (sign_on), and
-# the failover kills a leader that holds no key. Once key replication lands,
+# token of the node that generated it (key_node). So today every key call
+# and every Sign goes to key_node, leading or not (a follower passes the
+# prepared write to the leader), and the failover kills a leader that holds
+# no key. Once key replication lands,
 # KYSO_KEYS_REPLICATED=1 (or this default) sends Sign to whichever node
 # leads and kills the leader wherever it is.
 keys_replicated=${KYSO_KEYS_REPLICATED:-0}
@@ -54,12 +54,11 @@ make_leader() {
   done
 }
 
-# sign_on: sets $signer, the node a Sign goes to, leading by now.
+# sign_on: sets $signer, the node a Sign goes to (any node serves it).
 sign_on() {
   if [ "$keys_replicated" = 1 ]; then
     signer=$(wait_for_leader) || die "no leader"
   else
-    make_leader "$key_node"
     signer=$key_node
   fi
 }
@@ -153,20 +152,21 @@ openssl ts -reply -in "$out/$first.tsr" -text | sed -n '/^TST info/,/^TSA/p'
 
 say "7. The archive: each document kept once, by its SHA-256, with its signature chain (replicated)"
 l=$(wait_for_leader) || die "no leader"
-echo "Archive reads and writes go to the leader, node $l."
+f=$((l % 3 + 1)) # a follower
+echo "Any node serves archive calls: node $f, a follower, passes writes to the leader (node $l) and reads as of the leader's commit."
 id=$(sha256sum "$out/$first" | cut -d' ' -f1)
-kn "$l" archive stat "$id"
-kn "$l" archive get "$id" --out "$out/$first.from-archive"
+kn "$f" archive stat "$id"
+kn "$f" archive get "$id" --out "$out/$first.from-archive"
 cmp "$out/$first" "$out/$first.from-archive" && echo "the archived original is byte-identical"
 echo "A 20 MiB document goes in by streaming, and is signed by its archive id:"
 head -c $((20 * 1024 * 1024)) /dev/urandom > "$out/scan.bin"
-kn "$l" archive put "$out/scan.bin" --unit H37.DN.001 --number "46/QD-UBND" --date "$(date +%F)"
+kn "$f" archive put "$out/scan.bin" --unit H37.DN.001 --number "46/QD-UBND" --date "$(date +%F)"
 big=$(sha256sum "$out/scan.bin" | cut -d' ' -f1)
 sign_on
 kn "$signer" sign --account nguyen.van.a --archive-id "$big" --out "$out/scan.bin.p7s"
 verify_cms "$out/scan.bin" "$out/scan.bin.p7s"
 ok=$((ok + 1))
-kn "$l" archive ls --unit H37.DN.001
+kn "$f" archive ls --unit H37.DN.001
 kn "$l" archive scrub
 kn "$l" archive backup "$demo/backup-node$l-$(date +%Y%m%d-%H%M%S)"
 
@@ -218,6 +218,6 @@ The cluster is still running, so you can carry on by hand (keys are on node $key
   build/cli/kyso --config demo-cluster/node$key_node/kyso.conf archive ls --unit H37.DN.001
   openssl cms -verify -cades -binary -content YOUR.pdf -inform DER -in YOUR.pdf.p7s -CAfile demo-cluster/pki/root.pem -purpose any
   deploy/cluster.sh status
-(Sign and archive calls go to the leader: 'kyso cluster transfer $key_node' on the leader gives node $key_node the lead.)
+(Any node takes Sign and archive calls; a follower passes writes to the leader. Keys are on node $key_node only, until they are replicated.)
 Stop it with: deploy/quickstart.sh --stop
 EOF
