@@ -48,16 +48,21 @@ static uint64_t applied_locked(const cluster *c) {
   return c->applied_cmd > c->info.applied_index ? c->applied_cmd : c->info.applied_index;
 }
 
+void cluster__deadline(int64_t timeout_ms, struct timespec *until) {
+  clock_gettime(CLOCK_MONOTONIC, until);
+  if (timeout_ms < 0) timeout_ms = 0;
+  until->tv_sec += timeout_ms / 1000;
+  until->tv_nsec += (timeout_ms % 1000) * 1000000L;
+  if (until->tv_nsec >= 1000000000L) {
+    until->tv_sec++;
+    until->tv_nsec -= 1000000000L;
+  }
+}
+
 kyso_status cluster_applied_wait(cluster *c, uint64_t index, int64_t timeout_ms, kyso_err *err) {
   struct timespec until;
-  clock_gettime(CLOCK_MONOTONIC, &until);
+  cluster__deadline(timeout_ms, &until);
   if (timeout_ms < 0) timeout_ms = 0;
-  until.tv_sec += timeout_ms / 1000;
-  until.tv_nsec += (timeout_ms % 1000) * 1000000L;
-  if (until.tv_nsec >= 1000000000L) {
-    until.tv_sec++;
-    until.tv_nsec -= 1000000000L;
-  }
   kyso_status st = KYSO_OK;
   pthread_mutex_lock(&c->mu);
   while (applied_locked(c) < index && !c->stopping)

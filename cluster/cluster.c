@@ -477,14 +477,8 @@ static waiter *waiter_new(void) {
 static kyso_status waiter_wait(waiter *w, int64_t timeout_ms, uint8_t **result,
                                size_t *result_len, kyso_err *err) {
   struct timespec until;
-  clock_gettime(CLOCK_MONOTONIC, &until);
+  cluster__deadline(timeout_ms, &until);
   if (timeout_ms < 0) timeout_ms = 0;
-  until.tv_sec += timeout_ms / 1000;
-  until.tv_nsec += (timeout_ms % 1000) * 1000000L;
-  if (until.tv_nsec >= 1000000000L) {
-    until.tv_sec++;
-    until.tv_nsec -= 1000000000L;
-  }
   kyso_status st;
   pthread_mutex_lock(&w->mu);
   while (!w->done)

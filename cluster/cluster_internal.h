@@ -134,6 +134,8 @@ void cluster__refresh_info(cluster *c);
 /* applied.c: what this node applied, and waiting for it. */
 kyso_status cluster__applied_init(cluster *c, kyso_err *err);
 void cluster__applied_destroy(cluster *c);
+/* now + timeout_ms (0 if negative) on CLOCK_MONOTONIC, for a timed wait. */
+void cluster__deadline(int64_t timeout_ms, struct timespec *until);
 /* After this node applied the command entry at index (loop thread). */
 void cluster__applied_note(cluster *c, uint64_t index);
 /* Wakes the waiters; under mu. */

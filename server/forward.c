@@ -29,14 +29,19 @@ int kysod__forward_to(kysod *d, kysod_leader *l) {
   return 1;
 }
 
-/* One unary call to the leader within what is left of the client's call.
- * OK only with the leader's OK; its refusal keeps its status and message. */
+/* One unary call to the leader within what is left of the client's call:
+ * OK with its answer unpacked into *out (free with
+ * protobuf_c_message_free_unpacked); its refusal keeps its status and
+ * message. */
 static kyso_status call_leader(kysod *d, rpc_call *call, const kysod_leader *l,
-                               const char *method, const ProtobufCMessage *m, kyso_reply *reply,
+                               const char *method, const ProtobufCMessage *m,
+                               const ProtobufCMessageDescriptor *answer, ProtobufCMessage **out,
                                kyso_err *err) {
   uint8_t *req = NULL;
   size_t len = 0;
   kyso_err e = {0};
+  kyso_reply r = {0}, *reply = &r;
+  *out = NULL;
   int64_t left = rpc_call_remaining_ms(call);
   kyso_client *c = kysod__peer_client(d, l->id, l->rpc);
   kyso_status st = KYSO_OK;
@@ -59,7 +64,14 @@ static kyso_status call_leader(kysod *d, rpc_call *call, const kysod_leader *l,
                    d->cfg.node_id, l->id, l->rpc, e.msg);
     goto out;
   }
-  if (reply->grpc_status == 0) goto out;
+  if (reply->grpc_status == 0) {
+    if ((*out = protobuf_c_message_unpack(answer, NULL, reply->len, reply->data)) == NULL)
+      st = kyso_fail(err, KYSO_INTERNAL,
+                     "the leader, node %" PRIu64 ", answered %s with no %s: are the nodes "
+                     "running the same kysod version?",
+                     l->id, method, answer->name);
+    goto out;
+  }
   st = kyso_status_from_grpc(reply->grpc_status);
   /* Lost on the way, or not yet answered: the leader's messages say what to
    * do; gRPC's own (a dropped connection) do not. */
@@ -70,6 +82,7 @@ static kyso_status call_leader(kysod *d, rpc_call *call, const kysod_leader *l,
                 ? " (the outcome is unknown: retry, with the same request_id for a write)"
                 : "");
 out:
+  kyso_reply_free(reply);
   free(req);
   return st;
 }
@@ -79,20 +92,13 @@ kyso_status kysod__forward_propose(kysod *d, rpc_call *call, const kysod_leader 
                                    size_t *result_len, kyso_err *err) {
   Kyso__V1__ProposeRequest req = KYSO__V1__PROPOSE_REQUEST__INIT;
   Kyso__V1__ProposeReply *r = NULL;
-  kyso_reply reply = {0};
   *result = NULL;
   *result_len = 0;
   req.command.data = (uint8_t *)cmd;
   req.command.len = len;
-  kyso_status st = call_leader(d, call, l, "/kyso.v1.Peer/Propose", &req.base, &reply, err);
+  kyso_status st = call_leader(d, call, l, "/kyso.v1.Peer/Propose", &req.base,
+                               &kyso__v1__propose_reply__descriptor, (ProtobufCMessage **)&r, err);
   if (st != KYSO_OK) goto out;
-  if ((r = kyso__v1__propose_reply__unpack(NULL, reply.len, reply.data)) == NULL) {
-    st = kyso_fail(err, KYSO_INTERNAL,
-                   "the leader, node %" PRIu64 ", answered Propose with no ProposeReply: are "
-                   "the nodes running the same kysod version?",
-                   l->id);
-    goto out;
-  }
   /* Recorded: answered once this node applied it too (read-your-write here). */
   if ((st = cluster_applied_wait(d->cluster, r->applied_index, rpc_call_remaining_ms(call),
                                  err)) != KYSO_OK) {
@@ -107,7 +113,6 @@ kyso_status kysod__forward_propose(kysod *d, rpc_call *call, const kysod_leader 
   *result_len = r->result.len;
 out:
   kyso__v1__propose_reply__free_unpacked(r, NULL);
-  kyso_reply_free(&reply);
   return st;
 }
 
@@ -115,19 +120,11 @@ kyso_status kysod__forward_read_index(kysod *d, rpc_call *call, const kysod_lead
                                       kyso_err *err) {
   Kyso__V1__ReadIndexRequest req = KYSO__V1__READ_INDEX_REQUEST__INIT;
   Kyso__V1__ReadIndexReply *r = NULL;
-  kyso_reply reply = {0};
-  kyso_status st = call_leader(d, call, l, "/kyso.v1.Peer/ReadIndex", &req.base, &reply, err);
-  if (st != KYSO_OK) goto out;
-  if ((r = kyso__v1__read_index_reply__unpack(NULL, reply.len, reply.data)) == NULL) {
-    st = kyso_fail(err, KYSO_INTERNAL,
-                   "the leader, node %" PRIu64 ", answered ReadIndex with no ReadIndexReply: "
-                   "are the nodes running the same kysod version?",
-                   l->id);
-    goto out;
-  }
-  st = cluster_applied_wait(d->cluster, r->applied_index, rpc_call_remaining_ms(call), err);
-out:
+  kyso_status st = call_leader(d, call, l, "/kyso.v1.Peer/ReadIndex", &req.base,
+                               &kyso__v1__read_index_reply__descriptor, (ProtobufCMessage **)&r,
+                               err);
+  if (st == KYSO_OK)
+    st = cluster_applied_wait(d->cluster, r->applied_index, rpc_call_remaining_ms(call), err);
   kyso__v1__read_index_reply__free_unpacked(r, NULL);
-  kyso_reply_free(&reply);
   return st;
 }
