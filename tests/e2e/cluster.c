@@ -33,6 +33,7 @@
 #include "harness_cluster.h"
 #include "kyso/util.h"
 #include "kyso/v1/cluster.pb-c.h"
+#include "kyso/v1/peer.pb-c.h"
 
 #define N 3
 #define PERSONAL KYSO__V1__KEY_ROLE__KEY_ROLE_PERSONAL
@@ -299,6 +300,18 @@ static void test_cluster_forms_and_replicates(void **state) {
   st = e2e_sign(E[NOFWD], E2E_DMS, PERSONAL, "cl.nofwd", 0, (const uint8_t *)"x", 1, NULL, 30000,
                 &resp, msg, sizeof(msg));
   check_names_leader("Sign on a node with forward = false", st, msg, leader);
+
+  /* Only a peer may hand the leader a prepared command: a client may not. */
+  Kyso__V1__ProposeRequest prop = KYSO__V1__PROPOSE_REQUEST__INIT;
+  ProtobufCMessage *answer = NULL;
+  prop.command.data = (uint8_t *)"x";
+  prop.command.len = 1;
+  const e2e_ident clients[] = {E2E_DMS, E2E_OPS, E2E_ARCH};
+  for (size_t i = 0; i < sizeof(clients) / sizeof(clients[0]); i++) {
+    st = e2e_call(E[leader], clients[i], "/kyso.v1.Peer/Propose", &prop.base,
+                  &kyso__v1__propose_reply__descriptor, 10000, &answer, msg, sizeof(msg));
+    E2E_EQ("Peer/Propose from a client", st, 7 /* PERMISSION_DENIED */);
+  }
 
   /* Puts on the leader, then the same number on the follower, forwarded. */
   int64_t t0 = now_ms();
