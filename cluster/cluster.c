@@ -119,6 +119,7 @@ void cluster__refresh_info(cluster *c) {
   in.snapshots_taken = c->snapshots_taken;
   in.snapshots_installed = c->snapshots_installed;
   pthread_mutex_lock(&c->mu);
+  if (in.applied_index > c->info.applied_index) cluster__applied_signal_locked(c);
   c->info = in;
   pthread_mutex_unlock(&c->mu);
 }
@@ -145,6 +146,7 @@ static void on_raft_closed(struct raft *r) {
    * (they see stopping). */
   pthread_mutex_lock(&c->mu);
   c->stopping = 1;
+  cluster__applied_signal_locked(c);
   uv_close((uv_handle_t *)&c->wake, on_handle_closed);
   pthread_mutex_unlock(&c->mu);
 }
@@ -254,6 +256,7 @@ kyso_status cluster_open(const cluster_opts *o, cluster **out, kyso_err *err) {
   pthread_mutex_init(&c->mu, NULL);
   c->id = o->id;
   c->archive = o->archive;
+  if ((st = cluster__applied_init(c, err)) != KYSO_OK) goto fail;
   c->max_batch = o->max_batch ? o->max_batch : DEFAULT_MAX_BATCH;
   c->max_queued = o->max_queued ? o->max_queued : DEFAULT_MAX_QUEUED;
   c->applied = o->applied;
@@ -342,6 +345,7 @@ fail:
     uv_run(&c->loop, UV_RUN_DEFAULT);
     uv_loop_close(&c->loop);
   }
+  cluster__applied_destroy(c);
   pthread_mutex_destroy(&c->mu);
   free(c->dir);
   free(c);
@@ -353,10 +357,12 @@ void cluster_close(cluster *c) {
   pthread_mutex_lock(&c->mu);
   if (!c->stopping) uv_async_send(&c->wake);
   c->stopping = 1;
+  cluster__applied_signal_locked(c);
   pthread_mutex_unlock(&c->mu);
   pthread_join(c->thread, NULL);
   if (uv_loop_close(&c->loop) != 0)
     kyso_log(KYSO_LOG_WARN, "cluster: node %" PRIu64 " closed its loop with handles open", c->id);
+  cluster__applied_destroy(c);
   pthread_mutex_destroy(&c->mu);
   free(c->dir);
   free(c);
@@ -473,14 +479,8 @@ static waiter *waiter_new(void) {
 static kyso_status waiter_wait(waiter *w, int64_t timeout_ms, uint8_t **result,
                                size_t *result_len, kyso_err *err) {
   struct timespec until;
-  clock_gettime(CLOCK_MONOTONIC, &until);
+  cluster__deadline(timeout_ms, &until);
   if (timeout_ms < 0) timeout_ms = 0;
-  until.tv_sec += timeout_ms / 1000;
-  until.tv_nsec += (timeout_ms % 1000) * 1000000L;
-  if (until.tv_nsec >= 1000000000L) {
-    until.tv_sec++;
-    until.tv_nsec -= 1000000000L;
-  }
   kyso_status st;
   pthread_mutex_lock(&w->mu);
   while (!w->done)
@@ -529,6 +529,18 @@ kyso_status cluster_barrier_wait(cluster *c, int64_t timeout_ms, kyso_err *err) 
   it->barrier = 1;
   enqueue(c, it);
   return waiter_wait(w, timeout_ms, NULL, NULL, err);
+}
+
+static void nudge_done(void *ctx, kyso_status st, const char *msg, const uint8_t *result,
+                       size_t len) {
+  (void)ctx, (void)st, (void)msg, (void)result, (void)len; /* nobody waits for it */
+}
+
+void cluster_nudge(cluster *c) {
+  cluster__item *it = new_item(NULL, 0, nudge_done, NULL);
+  if (it == NULL) return; /* the next heartbeat tells them */
+  it->barrier = 1;
+  enqueue(c, it);
 }
 
 kyso_status cluster_change_wait(cluster *c, cluster_change_op op, uint64_t id,

@@ -91,6 +91,11 @@ struct cluster {
   unsigned queued;            /* mu */
   int stopping;               /* mu */
   cluster_info info;          /* mu: refreshed by the loop */
+
+  /* Serving on any node (applied.c): how far this node applied, for a
+   * follower that waits until it holds what the leader answered. */
+  uint64_t applied_cmd;       /* mu: index of the last command entry applied */
+  pthread_cond_t applied_cv;  /* mu: signalled when it or info.applied_index grows */
 };
 
 /* Log entry framing. libraft 0.15 encodes a batch of entries assuming each
@@ -127,5 +132,15 @@ void cluster__change(cluster *c, cluster__item *it);
 /* cluster.c */
 /* Copies what the loop knows into c->info (under mu). */
 void cluster__refresh_info(cluster *c);
+
+/* applied.c: what this node applied, and waiting for it. */
+kyso_status cluster__applied_init(cluster *c, kyso_err *err);
+void cluster__applied_destroy(cluster *c);
+/* now + timeout_ms (0 if negative) on CLOCK_MONOTONIC, for a timed wait. */
+void cluster__deadline(int64_t timeout_ms, struct timespec *until);
+/* After this node applied the command entry at index (loop thread). */
+void cluster__applied_note(cluster *c, uint64_t index);
+/* Wakes the waiters; under mu. */
+void cluster__applied_signal_locked(cluster *c);
 
 #endif

@@ -57,6 +57,7 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void *
              c->id, index, err.msg);
     abort();
   }
+  cluster__applied_note(c, index);
   if (c->applied != NULL && n > 0) c->applied(c->applied_ctx, o, n);
   cluster__batch *b = batch_at(c, index);
   if (b != NULL && b->outcomes == NULL) {

@@ -35,6 +35,7 @@ static void set_defaults(kyso_config *cfg) {
   cfg->group_commit_max = 256;
   cfg->peer_cache_seconds = 60;
   cfg->node_id = 1;
+  cfg->forward = 1;
   cfg->timestamp = KYSO_TIMESTAMP_INTERNAL;
   cfg->timestamp_timeout_ms = 10000;
   snprintf(cfg->tsa_name, sizeof(cfg->tsa_name), "default");
@@ -196,6 +197,7 @@ static int cluster_entry(load_ctx *c, const char *name, const char *value) {
   if (strcmp(name, "raft_dir") == 0) return set_path(c, cfg->raft_dir, sizeof(cfg->raft_dir), value);
   if (strcmp(name, "join") == 0) return set_bool(c, &cfg->cluster_join, value);
   if (strcmp(name, "stale_reads") == 0) return set_bool(c, &cfg->stale_reads, value);
+  if (strcmp(name, "forward") == 0) return set_bool(c, &cfg->forward, value);
   if (strcmp(name, "peer_ca") == 0) return set_path(c, cfg->peer_ca, sizeof(cfg->peer_ca), value);
   if (strcmp(name, "peer_server_name") == 0)
     return set_str(c, cfg->peer_server_name, sizeof(cfg->peer_server_name), value);

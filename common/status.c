@@ -27,6 +27,12 @@ int kyso_status_to_grpc(kyso_status code) {
   return status_table[code].grpc;
 }
 
+kyso_status kyso_status_from_grpc(int grpc) {
+  for (size_t i = 0; i < STATUS_COUNT; i++)
+    if (status_table[i].grpc == grpc) return (kyso_status)i;
+  return KYSO_INTERNAL; /* UNKNOWN and codes kyso never sends */
+}
+
 kyso_status kyso_fail(kyso_err *err, kyso_status code, const char *fmt, ...) {
   if (err == NULL) return code;
   va_list ap;

@@ -382,8 +382,8 @@ Where things are (under $(rel "$cluster_dir")/):
 How to call it:
   build/cli/kyso --config demo-cluster/node$l/kyso.conf cluster status
   build/cli/kyso --config demo-cluster/nodeN/kyso.conf health
-  Writes (sign, archive put) and reads go to the leader; a follower answers
-  UNAVAILABLE naming it. Keys live in the token of the node that made them.
+  Any node serves every call (a follower passes writes to the leader); a key
+  made on any node is installed in every node's token.
   deploy/cluster.sh status | down
 EOF
 }

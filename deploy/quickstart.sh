@@ -19,13 +19,11 @@ source "$cluster"
 demo=$cluster_dir # demo-cluster/
 out=$demo/out
 
-# Keys are made on the node that leads when step 3 starts (key_node: a
-# key is a write), wrapped under the cluster's KEK and recorded through the
-# Raft log; every other node unwraps it into its own token. An archived
-# Sign is a write too, which only the leader takes: Sign goes to whichever
-# node leads, and the failover kills the leader wherever it is.
-# KYSO_KEYS_REPLICATED=0 restores the old demo: everything on key_node.
-keys_replicated=${KYSO_KEYS_REPLICATED:-1}
+# Any node serves every call: a follower prepares a write as the leader
+# would and passes it to the leader (kyso.v1.Peer/Propose). Keys are made on
+# node 1 (key_node), leading or not, wrapped under the cluster's KEK and
+# recorded through the Raft log; every other node unwraps them into its own
+# token. Signs go to a follower, and the failover kills the leader.
 key_node=1
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -39,40 +37,14 @@ kn() {
   kyso_on "$n" "$@"
 }
 
-# make_leader N: hands the leadership to node N (kyso cluster transfer, sent
-# to the current leader) and waits until N says it leads.
-make_leader() {
-  local want=$1 l deadline
-  l=$(wait_for_leader) || die "no leader; see demo-cluster/node*/kysod.log"
-  [ "$l" = "$want" ] && return
-  kn "$l" cluster transfer "$want"
-  deadline=$(($(now_ms) + wait_seconds * 1000))
-  until [ "$(leader_id)" = "$want" ]; do
-    [ "$(now_ms)" -lt "$deadline" ] || die "node $want did not take the leadership"
-    sleep 0.1
-  done
-}
-
-# sign_on: sets $signer, the node a Sign goes to, leading by now.
+# sign_on: sets $signer, the node a Sign goes to: a running follower, to
+# show that any node serves it (it passes the prepared write to the leader).
 sign_on() {
-  if [ "$keys_replicated" = 1 ]; then
-    signer=$(wait_for_leader) || die "no leader"
-  else
-    make_leader "$key_node"
-    signer=$key_node
-  fi
-}
-
-# failover_victim: sets $victim, the leader about to be killed. Today it
-# must not be key_node (the keys would be gone with it), so the leadership
-# moves to another node first.
-failover_victim() {
-  victim=$(wait_for_leader) || die "no leader"
-  if [ "$keys_replicated" != 1 ] && [ "$victim" = "$key_node" ]; then
-    echo "node $key_node leads and holds the only copy of the keys; hand the leadership to node 2 and kill that one:"
-    make_leader 2
-    victim=2
-  fi
+  local l n
+  l=$(wait_for_leader) || die "no leader; see demo-cluster/node*/kysod.log"
+  for n in 1 2 3; do
+    [ "$n" != "$l" ] && [ "$n" != "${victim:-0}" ] && signer=$n && return
+  done
 }
 
 # verify_cms DOC SIG: the independent check, with openssl.
@@ -99,11 +71,8 @@ say "2. A fresh local 3-node cluster (deploy/cluster.sh up --fresh)"
 bash "$cluster" up --fresh
 mkdir -p "$out"
 
-if [ "$keys_replicated" = 1 ]; then
-  key_node=$(wait_for_leader) || die "no leader; see demo-cluster/node*/kysod.log"
-fi
-say "3. Generating keys inside node $key_node's HSM (the leader) and getting them certified"
-echo "Each key is wrapped once under the cluster's KEK and recorded through the Raft log; the other nodes unwrap it into their own tokens."
+say "3. Generating keys inside node $key_node's HSM and getting them certified"
+echo "Node $key_node may lead or not: a follower passes its writes to the leader. Each key is wrapped once under the cluster's KEK and recorded through the Raft log; the other nodes unwrap it into their own tokens."
 echo "First the TSA key: kysod time-stamps every signature with it (CAdES-T)."
 kn "$key_node" keygen --tsa default --algorithm ec-p256
 kn "$key_node" csr --tsa default --subject "/C=VN/O=UBND Tỉnh/CN=kyso demo TSA" --out "$out/tsa.csr"
@@ -118,23 +87,21 @@ kn "$key_node" csr --seal --unit H37.DN.001 --subject "/C=VN/O=UBND Tỉnh/CN=S�
 bash "$root/tests/fixtures/pki.sh" issue "$demo/pki" "$out/H37.DN.001.csr" "$out/H37.DN.001.pem" seal
 kn "$key_node" cert import --seal --unit H37.DN.001 "$out/H37.DN.001.pem" "$demo/pki/chain.pem"
 kn "$key_node" keys
-if [ "$keys_replicated" = 1 ]; then
-  for n in 1 2 3; do
-    [ "$n" = "$key_node" ] && continue
-    # Installed after the log entry applies there: poll for the last certificate.
-    deadline=$(($(now_ms) + wait_seconds * 1000))
-    until kyso_on "$n" keys 2>/dev/null | grep -A1 '^kyso/seal/H37.DN.001' | grep -q 'not after'; do
-      [ "$(now_ms)" -lt "$deadline" ] || die "node $n did not install the keys; see demo-cluster/node$n/kysod.log"
-      sleep 0.2
-    done
-    echo "node $n installed them in its own token:"
-    kn "$n" keys
+for n in 1 2 3; do
+  [ "$n" = "$key_node" ] && continue
+  # Installed after the log entry applies there: poll for the last certificate.
+  deadline=$(($(now_ms) + wait_seconds * 1000))
+  until kyso_on "$n" keys 2>/dev/null | grep -A1 '^kyso/seal/H37.DN.001' | grep -q 'not after'; do
+    [ "$(now_ms)" -lt "$deadline" ] || die "node $n did not install the keys; see demo-cluster/node$n/kysod.log"
+    sleep 0.2
   done
-fi
+  echo "node $n installed them in its own token:"
+  kn "$n" keys
+done
 
 say "4. Signing the sample documents: the official's signature, then the unit's seal"
 sign_on
-echo "Signing on node $signer (it leads: an archived Sign is a write)."
+echo "Signing on node $signer, a follower: it signs in its own token and passes the archive record to the leader."
 for f in "$root"/deploy/samples/*; do
   name=$(basename "$f")
   cp "$f" "$out/$name"
@@ -168,20 +135,21 @@ openssl ts -reply -in "$out/$first.tsr" -text | sed -n '/^TST info/,/^TSA/p'
 
 say "7. The archive: each document kept once, by its SHA-256, with its signature chain (replicated)"
 l=$(wait_for_leader) || die "no leader"
-echo "Archive reads and writes go to the leader, node $l."
+f=$((l % 3 + 1)) # a follower
+echo "Any node serves archive calls: node $f, a follower, passes writes to the leader (node $l) and reads as of the leader's commit."
 id=$(sha256sum "$out/$first" | cut -d' ' -f1)
-kn "$l" archive stat "$id"
-kn "$l" archive get "$id" --out "$out/$first.from-archive"
+kn "$f" archive stat "$id"
+kn "$f" archive get "$id" --out "$out/$first.from-archive"
 cmp "$out/$first" "$out/$first.from-archive" && echo "the archived original is byte-identical"
 echo "A 20 MiB document goes in by streaming, and is signed by its archive id:"
 head -c $((20 * 1024 * 1024)) /dev/urandom > "$out/scan.bin"
-kn "$l" archive put "$out/scan.bin" --unit H37.DN.001 --number "46/QD-UBND" --date "$(date +%F)"
+kn "$f" archive put "$out/scan.bin" --unit H37.DN.001 --number "46/QD-UBND" --date "$(date +%F)"
 big=$(sha256sum "$out/scan.bin" | cut -d' ' -f1)
 sign_on
 kn "$signer" sign --account nguyen.van.a --archive-id "$big" --out "$out/scan.bin.p7s"
 verify_cms "$out/scan.bin" "$out/scan.bin.p7s"
 ok=$((ok + 1))
-kn "$l" archive ls --unit H37.DN.001
+kn "$f" archive ls --unit H37.DN.001
 kn "$l" archive scrub
 kn "$l" archive backup "$demo/backup-node$l-$(date +%Y%m%d-%H%M%S)"
 
@@ -189,7 +157,7 @@ say "8. The cluster: one leader, every node applied the same log"
 bash "$cluster" status
 
 say "9. Failover: kill -9 the leader, a new one is elected"
-failover_victim
+victim=$(wait_for_leader) || die "no leader"
 before=$(applied_index "$victim")
 echo "\$ kill -KILL $(node_pid "$victim")   # node $victim, the leader, applied index $before"
 t0=$(now_ms)
@@ -233,6 +201,6 @@ The cluster is still running, so you can carry on by hand (every node holds the 
   build/cli/kyso --config demo-cluster/node$key_node/kyso.conf archive ls --unit H37.DN.001
   openssl cms -verify -cades -binary -content YOUR.pdf -inform DER -in YOUR.pdf.p7s -CAfile demo-cluster/pki/root.pem -purpose any
   deploy/cluster.sh status
-(Sign and archive writes go to the leader: 'deploy/cluster.sh status' names it.)
+(Any node takes every call; a follower passes writes to the leader, 'deploy/cluster.sh status' names it.)
 Stop it with: deploy/quickstart.sh --stop
 EOF

@@ -30,6 +30,7 @@ static const struct {
     {"cluster.digest", KYSO_ROLE_OPERATOR | KYSO_ROLE_ARCHIVIST},
     {"peer.blob", KYSO_ROLE_PEER},
     {"peer.checkpoint", KYSO_ROLE_PEER},
+    {"peer.serve", KYSO_ROLE_PEER}, /* Propose, ReadIndex: a follower's calls to the leader */
 };
 
 static void roles_text(unsigned roles, char *out, size_t size) {

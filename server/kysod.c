@@ -39,6 +39,9 @@ static const rpc_method methods[] = {
     {"/kyso.v1.Peer/HasBlob", "peer.blob", kysod__peer_has_blob, RPC_UNARY},
     {"/kyso.v1.Peer/PutBlob", "peer.blob", kysod__peer_put_blob, RPC_CLIENT_STREAMING},
     {"/kyso.v1.Peer/GetBlob", "peer.blob", kysod__peer_get_blob, RPC_SERVER_STREAMING},
+    /* Serving on any node: a follower's calls to the leader. */
+    {"/kyso.v1.Peer/Propose", "peer.serve", kysod__peer_propose, RPC_UNARY},
+    {"/kyso.v1.Peer/ReadIndex", "peer.serve", kysod__peer_read_index, RPC_UNARY},
     {"/grpc.health.v1.Health/Check", "health", kysod__health_check, RPC_UNARY},
     /* Checkpoint catch-up (svc_peer_checkpoint.c) */
     {"/kyso.v1.PeerCheckpoint/OpenCheckpoint", "peer.checkpoint", kysod__peer_open_checkpoint,

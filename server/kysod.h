@@ -134,8 +134,9 @@ void kysod__timestamp_stamp(rpc_call *call, void *app);
 
 /* State changes and reads (record.c). kysod__record sends a command to the
  * archive (single node) or through the Raft log (cluster), with its inline
- * document; kysod__require_writer refuses early, before any HSM work, on a
- * node that is not the leader (UNAVAILABLE naming the leader);
+ * document; kysod__require_writer refuses early, before any HSM work, when
+ * this node cannot get a write recorded (no leader known, or a follower
+ * with [cluster] forward off: UNAVAILABLE naming the leader);
  * kysod__read_barrier makes a read linearizable in a cluster. */
 kyso_status kysod__record(kysod *d, rpc_call *call, const uint8_t *cmd, size_t len,
                           const uint8_t *blob, size_t blob_len, uint8_t **result,
@@ -155,8 +156,9 @@ kyso_status kysod__peers_open(kysod *d, kyso_err *err) KYSO_MUST_CHECK;
  * (after it closed). */
 void kysod__peers_stop(kysod *d);
 void kysod__peers_close(kysod *d);
-kyso_status kysod__peers_replicate(kysod *d, const uint8_t sha[32], int64_t timeout_ms,
-                                   kyso_err *err) KYSO_MUST_CHECK;
+/* first: a member that must be among the holders (asked first; 0: any). */
+kyso_status kysod__peers_replicate(kysod *d, const uint8_t sha[32], uint64_t first,
+                                   int64_t timeout_ms, kyso_err *err) KYSO_MUST_CHECK;
 void kysod__peers_want(kysod *d, const uint8_t sha[32]);
 void kysod__peer_has_blob(rpc_call *call, void *app);
 void kysod__peer_put_blob(rpc_call *call, void *app);
@@ -215,6 +217,32 @@ void kysod__peer_open_checkpoint(rpc_call *call, void *app);
 void kysod__peer_get_checkpoint_file(rpc_call *call, void *app);
 void kysod__peer_close_checkpoint(rpc_call *call, void *app);
 /* ---- end of checkpoint catch-up ---- */
+/* ---- Serving on any node: a follower serves calls through the leader ---- */
+/* The client of member id at rpc (peers.c), opened on first use and kept
+ * while kysod runs; NULL if it cannot be set up (logged). */
+struct kyso_client *kysod__peer_client(kysod *d, uint64_t id, const char *rpc);
+/* Packs m into *buf (malloc()ed). */
+kyso_status kysod__pack(const ProtobufCMessage *m, uint8_t **buf, size_t *len,
+                        kyso_err *err) KYSO_MUST_CHECK;
+typedef struct kysod_leader {
+  uint64_t id;
+  char rpc[CLUSTER_MAX_ADDRESS + 1];
+} kysod_leader;
+/* forward.c. 1 and the leader when this node serves calls through it (a
+ * follower with [cluster] forward on and a leader known); else 0. */
+int kysod__forward_to(kysod *d, kysod_leader *l);
+/* The leader proposes cmd (prepared here); OK once this node applied it,
+ * *result malloc()ed. UNAVAILABLE when the leader was lost on the way. */
+kyso_status kysod__forward_propose(kysod *d, rpc_call *call, const kysod_leader *l,
+                                   const uint8_t *cmd, size_t len, uint8_t **result,
+                                   size_t *result_len, kyso_err *err) KYSO_MUST_CHECK;
+/* OK once this node applied everything committed before the call. */
+kyso_status kysod__forward_read_index(kysod *d, rpc_call *call, const kysod_leader *l,
+                                      kyso_err *err) KYSO_MUST_CHECK;
+/* svc_forward.c: the leader's side (kyso.v1.Peer/Propose, ReadIndex). */
+void kysod__peer_propose(rpc_call *call, void *app);
+void kysod__peer_read_index(rpc_call *call, void *app);
+/* ---- end of serving on any node ---- */
 
 /* Packs a protobuf-c message and finishes the call with OK. */
 void kysod__reply(rpc_call *call, const ProtobufCMessage *msg);

@@ -148,8 +148,17 @@ static void peer_set_now(kysod_peers *p, peer_set *ps) {
   ps->majority_peers = voters / 2; /* plus this node: a majority of the voters */
 }
 
-/* Packs m into *buf (malloc()ed). */
-static kyso_status pack(const ProtobufCMessage *m, uint8_t **buf, size_t *len, kyso_err *err) {
+kyso_client *kysod__peer_client(kysod *d, uint64_t id, const char *rpc) {
+  kysod_peers *p = d->peers;
+  size_t slot = 0;
+  if (p == NULL) return NULL;
+  pthread_mutex_lock(&p->cmu);
+  kyso_client *c = client_for(p, id, rpc, &slot);
+  pthread_mutex_unlock(&p->cmu);
+  return c;
+}
+
+kyso_status kysod__pack(const ProtobufCMessage *m, uint8_t **buf, size_t *len, kyso_err *err) {
   *len = protobuf_c_message_get_packed_size(m);
   if ((*buf = malloc(*len ? *len : 1)) == NULL)
     return kyso_fail(err, KYSO_RESOURCE_EXHAUSTED, "out of memory");
@@ -165,7 +174,7 @@ static kyso_status peer_has(kysod_peers *p, size_t i, const char *hex, int64_t t
   size_t len = 0;
   *present = 0;
   ref.sha256 = (char *)hex;
-  kyso_status st = pack(&ref.base, &req, &len, err);
+  kyso_status st = kysod__pack(&ref.base, &req, &len, err);
   if (st == KYSO_OK)
     st = kyso_client_call(p->peer[i].client, "/kyso.v1.Peer/HasBlob", req, len, timeout_ms, &r,
                           err);
@@ -189,7 +198,7 @@ static kyso_status peer_has(kysod_peers *p, size_t i, const char *hex, int64_t t
 static kyso_status send_msg(kyso_stream *s, const Kyso__V1__BlobChunk *m, kyso_err *err) {
   uint8_t *buf = NULL;
   size_t len = 0;
-  kyso_status st = pack(&m->base, &buf, &len, err);
+  kyso_status st = kysod__pack(&m->base, &buf, &len, err);
   if (st == KYSO_OK) st = kyso_stream_send(s, buf, len, err);
   free(buf);
   return st;
@@ -272,8 +281,20 @@ static void *copy_run(void *arg) {
   return NULL;
 }
 
-kyso_status kysod__peers_replicate(kysod *d, const uint8_t sha[32], int64_t timeout_ms,
-                                   kyso_err *err) {
+/* Moves member id to the front of ps; 0 if it is not there. */
+static int put_first(kysod_peers *p, peer_set *ps, uint64_t id) {
+  for (size_t k = 0; k < ps->n; k++) {
+    if (p->peer[ps->idx[k]].id != id) continue;
+    size_t i = ps->idx[k];
+    memmove(&ps->idx[1], &ps->idx[0], k * sizeof(ps->idx[0]));
+    ps->idx[0] = i;
+    return 1;
+  }
+  return 0;
+}
+
+kyso_status kysod__peers_replicate(kysod *d, const uint8_t sha[32], uint64_t first,
+                                   int64_t timeout_ms, kyso_err *err) {
   kysod_peers *p = d->peers;
   char hex[65], why[KYSO_ERR_MSG_MAX] = "";
   size_t holding = 0, next = 0;
@@ -281,14 +302,21 @@ kyso_status kysod__peers_replicate(kysod *d, const uint8_t sha[32], int64_t time
   copy_job jobs[CLUSTER_MAX_MEMBERS];
   if (p == NULL) return KYSO_OK;
   peer_set_now(p, &ps);
-  if (ps.majority_peers == 0) return KYSO_OK;
   kyso_hex(sha, 32, hex);
+  /* A follower's forwarded command is checked by the leader against the
+   * bytes, so the leader must hold them, whatever the majority. */
+  if (first != 0 && !put_first(p, &ps, first))
+    return kyso_fail(err, KYSO_UNAVAILABLE,
+                     "node %" PRIu64 " (the leader) is not a member this node can call: "
+                     "nothing was recorded; retry with the same request_id",
+                     first);
+  if (ps.majority_peers == 0 && first == 0) return KYSO_OK;
   int64_t end = now_ms() + (timeout_ms < PEER_CALL_MS ? timeout_ms : PEER_CALL_MS);
   /* Rounds: as many copies at once as a majority still lacks, to the
-   * likely healthy peers first; a failed one is replaced in the next round
-   * by a peer not asked yet. */
-  while (holding < ps.majority_peers && next < ps.n && now_ms() < end) {
-    size_t lacking = ps.majority_peers - holding, n = 0;
+   * likely healthy peers first (the leader first, when it must hold them);
+   * a failed one is replaced in the next round by a peer not asked yet. */
+  while ((holding < ps.majority_peers || first != 0) && next < ps.n && now_ms() < end) {
+    size_t lacking = ps.majority_peers > holding ? ps.majority_peers - holding : 1, n = 0;
     for (; n < lacking && next < ps.n; n++, next++) {
       copy_job *j = &jobs[n];
       *j = (copy_job){.p = p, .slot = ps.idx[next], .sha = sha, .hex = hex, .end_ms = end};
@@ -308,7 +336,16 @@ kyso_status kysod__peers_replicate(kysod *d, const uint8_t sha[32], int64_t time
         snprintf(why, sizeof(why), "%s", j->err.msg);
       }
     }
+    if (first != 0) {
+      if (jobs[0].st != KYSO_OK) break; /* the leader lacks them: no use going on */
+      first = 0; /* the leader holds them: now any majority */
+    }
   }
+  if (first != 0)
+    return kyso_fail(err, KYSO_UNAVAILABLE,
+                     "the leader, node %" PRIu64 ", did not take document %s (%s): nothing was "
+                     "recorded; retry with the same request_id",
+                     first, hex, why[0] ? why : "the deadline passed");
   if (holding >= ps.majority_peers) return KYSO_OK;
   if (why[0] == '\0' && now_ms() >= end) snprintf(why, sizeof(why), "the deadline passed");
   return kyso_fail(err, KYSO_UNAVAILABLE,
@@ -328,7 +365,7 @@ static kyso_status peer_get(kysod_peers *p, size_t i, const uint8_t sha[32], con
   size_t len = 0;
   uint64_t size = 0, want_size = 0;
   ref.sha256 = (char *)hex;
-  kyso_status st = pack(&ref.base, &req, &len, err);
+  kyso_status st = kysod__pack(&ref.base, &req, &len, err);
   if (st == KYSO_OK)
     st = kyso_stream_open(p->peer[i].client, "/kyso.v1.Peer/GetBlob", PEER_CALL_MS, &s, err);
   if (st == KYSO_OK) st = kyso_stream_send(s, req, len, err);

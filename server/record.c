@@ -1,7 +1,9 @@
 /* kysod — where state changes go: on a single node, the archive's
  * group-commit writer; in a cluster, the Raft log (the command is prepared
- * here, its inline document stored here, then proposed). Reads in a
- * cluster wait for a Raft barrier unless [cluster] stale_reads is set. */
+ * here, its inline document stored here, then proposed — by this node when
+ * it leads, else through the leader: forward.c). Reads in a cluster are
+ * linearizable (a Raft barrier on the leader, the leader's read index on a
+ * follower) unless [cluster] stale_reads is set. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +16,7 @@ kyso_status kysod__require_writer(kysod *d, kyso_err *err) {
   cluster_info in;
   cluster_get_info(d->cluster, &in);
   if (in.state == CLUSTER_LEADER) return KYSO_OK;
+  if (in.leader_id != 0 && in.leader_rpc[0] != '\0' && d->cfg.forward) return KYSO_OK;
   if (in.leader_id == 0)
     return kyso_fail(err, KYSO_UNAVAILABLE,
                      "node %u is not the leader and no leader is known (an election is under "
@@ -60,14 +63,20 @@ kyso_status kysod__record(kysod *d, rpc_call *call, const uint8_t *cmd, size_t l
   uint8_t sha[32];
   int has_doc = 0;
   if ((st = document_of(cmd, len, sha, &has_doc, err)) != KYSO_OK) return st;
-  if (has_doc && (st = kysod__peers_replicate(d, sha, rpc_call_remaining_ms(call), err)) != KYSO_OK)
+  kysod_leader l;
+  int forward = kysod__forward_to(d, &l);
+  if (has_doc && (st = kysod__peers_replicate(d, sha, forward ? l.id : 0,
+                                              rpc_call_remaining_ms(call), err)) != KYSO_OK)
     return st;
+  if (forward) return kysod__forward_propose(d, call, &l, cmd, len, result, result_len, err);
   return cluster_submit_wait(d->cluster, cmd, len, rpc_call_remaining_ms(call), result,
                              result_len, err);
 }
 
 kyso_status kysod__read_barrier(kysod *d, rpc_call *call, kyso_err *err) {
   if (d->cluster == NULL || d->cfg.stale_reads) return KYSO_OK;
+  kysod_leader l;
+  if (kysod__forward_to(d, &l)) return kysod__forward_read_index(d, call, &l, err);
   return cluster_barrier_wait(d->cluster, rpc_call_remaining_ms(call), err);
 }
 

@@ -106,6 +106,22 @@ kyso_status cluster_submit_wait(cluster *c, const uint8_t *cmd, size_t len, int6
  * leader's name on a follower. */
 kyso_status cluster_barrier_wait(cluster *c, int64_t timeout_ms, kyso_err *err) KYSO_MUST_CHECK;
 
+/* Serving on any node: a follower serves a write or a read through the
+ * leader, then waits until it applied as far as the leader answered. */
+/* The index of the last command entry this node applied (0: none). Once
+ * cluster_submit_wait or cluster_barrier_wait returned OK it covers that
+ * command, or every command committed before the barrier. */
+uint64_t cluster_applied_index(cluster *c);
+/* OK once this node applied every entry up to index; DEADLINE_EXCEEDED
+ * after timeout_ms (saying how far it got); UNAVAILABLE when closing. */
+kyso_status cluster_applied_wait(cluster *c, uint64_t index, int64_t timeout_ms,
+                                 kyso_err *err) KYSO_MUST_CHECK;
+/* On the leader, after a commit a follower waits for: libraft tells the
+ * followers of a commit only with its next AppendEntries, up to two
+ * heartbeats later; this appends a barrier now (one per loop wake-up,
+ * nobody waits for it), whose AppendEntries carries the commit at once. */
+void cluster_nudge(cluster *c);
+
 /* Membership, one change at a time, on the leader. */
 typedef enum {
   CLUSTER_CHANGE_ADD = 1,      /* id with raft_address/rpc_address: added, then promoted to

@@ -92,6 +92,8 @@ typedef struct kyso_config {
   unsigned election_ms, heartbeat_ms;
   unsigned snapshot_threshold, snapshot_trailing;
   int stale_reads;              /* answer reads from this node without a barrier */
+  int forward;                  /* a follower serves writes and linearizable reads through
+                                   the leader (default); 0: refuses them, naming it */
   char peer_ca[KYSO_PATH_MAX];  /* trust anchors of the peers' TLS certificates ("" = client_ca) */
   char peer_server_name[256];   /* name the peers' certificates carry ("" = their address) */
   /* [caller.NAME] ... */

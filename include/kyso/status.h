@@ -56,6 +56,8 @@ kyso_status kyso_err_wrap(kyso_err *err, const char *fmt, ...) KYSO_PRINTF(2, 3)
 void kyso_err_clear(kyso_err *err);
 const char *kyso_strerror(kyso_status code);
 int kyso_status_to_grpc(kyso_status code);
+/* The inverse, for a status another node answered (INTERNAL for codes kyso never sends). */
+kyso_status kyso_status_from_grpc(int grpc);
 
 /* Appends OpenSSL's error queue (and clears it) to err->msg; returns err->code. */
 kyso_status kyso_err_add_openssl(kyso_err *err);

@@ -291,6 +291,15 @@ static void test_three_nodes_replicate_and_survive_the_leader(void **state) {
     assert_int_equal(put_doc(&f->nodes[leader], i + 1, sha[i], &err), KYSO_OK);
   uint64_t li = 0;
   assert_int_equal(archive_applied_index(f->nodes[leader].a, &li, &err), KYSO_OK);
+  /* The leader's applied index covers every acknowledged command; a
+   * follower waits for it on a condition, and says how far it got when
+   * asked for more than exists. */
+  assert_int_equal(cluster_applied_index(f->nodes[leader].c), li);
+  assert_int_equal(cluster_applied_wait(f->nodes[follower].c, li, WAIT_MS, &err), KYSO_OK);
+  assert_true(cluster_applied_index(f->nodes[follower].c) >= li);
+  assert_int_equal(cluster_applied_wait(f->nodes[follower].c, li + 1000, 50, &err),
+                   KYSO_DEADLINE_EXCEEDED);
+  assert_non_null(strstr(err.msg, "applied the log up to entry"));
   for (size_t i = 0; i < 3; i++) {
     wait_applied(&f->nodes[i], li);
     for (int d = 0; d < 6; d++) assert_true(has_doc(f->nodes[i].a, sha[d]));
@@ -309,6 +318,8 @@ static void test_three_nodes_replicate_and_survive_the_leader(void **state) {
 
   /* The old leader comes back as a follower and catches up. */
   start_node(f, leader);
+  /* It knows at once what its archive held before the stop. */
+  assert_true(cluster_applied_index(f->nodes[leader].c) >= li);
   uint64_t ni = 0;
   assert_int_equal(archive_applied_index(f->nodes[next].a, &ni, &err), KYSO_OK);
   wait_applied(&f->nodes[leader], ni);

@@ -132,8 +132,12 @@ static void test_cluster(void **state) {
   assert_int_equal(cfg.snapshot_threshold, 64);
   assert_int_equal(cfg.snapshot_trailing, 32);
   assert_true(cfg.stale_reads);
+  assert_true(cfg.forward); /* the default */
   assert_false(cfg.cluster_join);
   assert_non_null(strstr(cfg.raft_dir, "/raft"));
+  kyso_config_free(&cfg);
+  assert_int_equal(load("[cluster]\nmember = 1 a:1 b:2\nforward = false\n", &cfg, &err), KYSO_OK);
+  assert_false(cfg.forward);
   kyso_config_free(&cfg);
 
   static const struct { const char *text; const char *want; } bad[] = {
@@ -145,6 +149,7 @@ static void test_cluster(void **state) {
       {"[cluster]\nmember = 1 a:1 b:2\nelection_ms = 300\nheartbeat_ms = 200\n",
        "at most half of election_ms"},
       {"[cluster]\njoin = maybe\n", "not true or false"},
+      {"[cluster]\nforward = sometimes\n", "not true or false"},
       {"[cluster]\nvoters = 3\n", "unknown setting 'voters' in [cluster]"},
       {"[caller.n2]\nfingerprint = 00\nroles = peer,god\n", "unknown role 'god'"},
   };
