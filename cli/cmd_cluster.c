@@ -53,6 +53,7 @@ static int print_json(const Kyso__V1__ClusterStatus *s) {
   cJSON_AddNumberToObject(o, "snapshots_installed", (double)s->snapshots_installed);
   cJSON_AddNumberToObject(o, "checkpoints_installed", (double)s->checkpoints_installed);
   cJSON_AddNumberToObject(o, "keys_pending", (double)s->keys_pending);
+  cJSON_AddNumberToObject(o, "writes_awaiting_commit", (double)s->writes_awaiting_commit);
   for (size_t i = 0; i < s->n_members; i++) {
     cJSON *m = cJSON_CreateObject();
     cJSON_AddNumberToObject(m, "id", (double)s->members[i]->id);

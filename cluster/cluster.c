@@ -142,6 +142,7 @@ static void on_raft_closed(struct raft *r) {
   else
     raft_uv_tcp_close(&c->transport);
   uv_close((uv_handle_t *)&c->tick, on_handle_closed);
+  uv_close((uv_handle_t *)&c->delay, on_handle_closed);
   /* Under mu: no thread is inside uv_async_send, and none calls it after
    * (they see stopping). */
   pthread_mutex_lock(&c->mu);
@@ -283,6 +284,9 @@ kyso_status cluster_open(const cluster_opts *o, cluster **out, kyso_err *err) {
   c->wake.data = c;
   uv_timer_init(&c->loop, &c->tick);
   c->tick.data = c;
+  uv_timer_init(&c->loop, &c->delay);
+  c->delay.data = c;
+  c->test_delay_ms = o->test_propose_delay_ms;
   if (o->tls != NULL) {
     if ((st = cluster__tls_transport_init(&c->transport, &c->loop, o->tls, err)) != KYSO_OK)
       goto fail;
@@ -338,6 +342,7 @@ fail:
     begin_close(c);
   } else if (loop_inited) {
     uv_close((uv_handle_t *)&c->tick, on_handle_closed);
+    uv_close((uv_handle_t *)&c->delay, on_handle_closed);
     uv_close((uv_handle_t *)&c->wake, on_handle_closed);
     if (c->tls) cluster__tls_transport_free(&c->transport);
   }

@@ -75,6 +75,9 @@ struct cluster {
   struct raft_fsm fsm;
   struct raft raft;
   cluster__batch *pending; /* proposed, not yet answered, in index order */
+  unsigned test_delay_ms;   /* cluster_opts.test_propose_delay_ms */
+  uv_timer_t delay;         /* fires when what is held has waited test_delay_ms */
+  cluster__item *held, *held_tail;
   int closing;
   uint64_t snapshots_taken, snapshots_installed;
   unsigned election_ms;

@@ -195,14 +195,9 @@ static void barrier(cluster *c, cluster__item *items) {
   }
 }
 
-void cluster__on_wake(uv_async_t *h) {
-  cluster *c = h->data;
+/* Proposes or answers what was submitted, in order. */
+static void process(cluster *c, cluster__item *it) {
   char msg[KYSO_ERR_MSG_MAX];
-  pthread_mutex_lock(&c->mu);
-  cluster__item *it = c->head;
-  c->head = c->tail = NULL;
-  c->queued = 0;
-  pthread_mutex_unlock(&c->mu);
   if (it != NULL && (c->closing || raft_state(&c->raft) != RAFT_LEADER)) {
     cluster__not_leader(c, msg, sizeof(msg));
     fail_items(it, KYSO_UNAVAILABLE, msg);
@@ -237,4 +232,39 @@ void cluster__on_wake(uv_async_t *h) {
     last->next = NULL;
     propose(c, first, n);
   }
+}
+
+/* cluster_opts.test_propose_delay_ms: what waited its time goes on. */
+static void on_delay(uv_timer_t *t) {
+  cluster *c = t->data;
+  cluster__item *it = c->held;
+  c->held = c->held_tail = NULL;
+  process(c, it);
+}
+
+void cluster__on_wake(uv_async_t *h) {
+  cluster *c = h->data;
+  pthread_mutex_lock(&c->mu);
+  cluster__item *it = c->head, *last = c->tail;
+  c->head = c->tail = NULL;
+  c->queued = 0;
+  pthread_mutex_unlock(&c->mu);
+  if (c->test_delay_ms > 0 && !c->closing) {
+    if (it == NULL) return;
+    if (c->held_tail != NULL)
+      c->held_tail->next = it;
+    else
+      c->held = it;
+    c->held_tail = last;
+    if (!uv_is_active((uv_handle_t *)&c->delay))
+      uv_timer_start(&c->delay, on_delay, c->test_delay_ms, 0);
+    return;
+  }
+  if (c->held != NULL) { /* closing: what is held is answered first, in order */
+    c->held_tail->next = it;
+    it = c->held;
+    c->held = c->held_tail = NULL;
+    uv_timer_stop(&c->delay);
+  }
+  process(c, it);
 }

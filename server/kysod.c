@@ -175,6 +175,13 @@ static kyso_status open_cluster(kysod *d, kyso_err *err) {
                      .applied_ctx = d,
                      .checkpoint_needed = kysod__on_checkpoint_needed,
                      .checkpoint_ctx = d};
+  const char *delay = getenv("KYSO_TEST_PROPOSE_DELAY_MS");
+  if (delay != NULL && atoi(delay) > 0) {
+    co.test_propose_delay_ms = (unsigned)atoi(delay);
+    kyso_log(KYSO_LOG_WARN, "test mode: every write waits %u ms before it is proposed "
+             "(KYSO_TEST_PROPOSE_DELAY_MS); never set this in production",
+             co.test_propose_delay_ms);
+  }
   st = kysod__peers_open(d, err);
   if (st != KYSO_OK) return st;
   /* Before the log replays: the applied hook queues keys for it. */
@@ -254,6 +261,7 @@ int main(int argc, char **argv) {
     goto out;
   }
 
+  if (kysod__completions_start(&d, &err) != KYSO_OK) goto fail;
   if (open_cluster(&d, &err) != KYSO_OK) goto fail;
   if (kysod__collector_start(&d, &err) != KYSO_OK) goto fail;
 
@@ -324,7 +332,8 @@ out:
   kysod__collector_stop(&d);
   kysod__peers_stop(&d);
   kysod__key_sync_stop(&d);
-  cluster_close(d.cluster);
+  cluster_close(d.cluster); /* fails what is still queued: after it, nothing completes */
+  kysod__completions_stop(&d);
   kysod__key_sync_close(&d);
   kysod__peers_close(&d);
   archive_close(d.archive);

@@ -28,6 +28,9 @@ typedef struct kysod {
   struct kysod_peers *peers;/* the other nodes (peers.c); NULL on a single node */
   struct kysod_key_sync *key_sync; /* installs the key registry here (key_sync.c); cluster only */
   struct kysod_collector *collector; /* unreferenced blobs (collector.c) */
+  struct kysod_completions *completions; /* answers writes once committed (completions.c) */
+  atomic_ulong writes_awaiting_commit;   /* proposed here by kysod__record_async, not yet
+                                            committed (or failed) */
   X509_STORE *client_store; /* trust anchors for client certificates */
   rpc_peer_cache *verified; /* client certificates that verified against it, by
                                SHA-256 ([tls] peer_cache_seconds; NULL: off) */
@@ -141,6 +144,22 @@ void kysod__timestamp_stamp(rpc_call *call, void *app);
 kyso_status kysod__record(kysod *d, rpc_call *call, const uint8_t *cmd, size_t len,
                           const uint8_t *blob, size_t blob_len, uint8_t **result,
                           size_t *result_len, kyso_err *err) KYSO_MUST_CHECK;
+/* The same, but the outcome goes to fn, exactly once: at once on this
+ * thread when known at once (one node, a follower's forward, a refusal),
+ * else on the completion thread once this node, the leader, applied the
+ * entry. Either way the caller's thread does not wait for a commit;
+ * result (a serialised CommandResult, on OK) is valid during fn only. */
+typedef void (*kysod_recorded_fn)(void *ctx, kyso_status st, const kyso_err *err,
+                                  const uint8_t *result, size_t result_len);
+void kysod__record_async(kysod *d, rpc_call *call, const uint8_t *cmd, size_t len,
+                         const uint8_t *blob, size_t blob_len, kysod_recorded_fn fn, void *ctx);
+/* completions.c: the thread that runs those continuations. Posting after
+ * the stop (or out of memory) runs fn on the posting thread. */
+typedef struct kysod_completions kysod_completions;
+kyso_status kysod__completions_start(kysod *d, kyso_err *err) KYSO_MUST_CHECK;
+void kysod__completions_stop(kysod *d);
+void kysod__completions_post(kysod *d, kysod_recorded_fn fn, void *ctx, kyso_status st,
+                             const char *msg, const uint8_t *result, size_t result_len);
 kyso_status kysod__require_writer(kysod *d, kyso_err *err) KYSO_MUST_CHECK;
 kyso_status kysod__read_barrier(kysod *d, rpc_call *call, kyso_err *err) KYSO_MUST_CHECK;
 /* cluster_opts.applied: queues the documents of an applied entry for the fetcher. */
@@ -246,5 +265,7 @@ void kysod__peer_read_index(rpc_call *call, void *app);
 
 /* Packs a protobuf-c message and finishes the call with OK. */
 void kysod__reply(rpc_call *call, const ProtobufCMessage *msg);
+/* Logs "WHAT failed principal=...: why" and finishes the call with it. */
+void kysod__reply_failure(rpc_call *call, const char *what, kyso_status st, const kyso_err *err);
 
 #endif

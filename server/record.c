@@ -50,6 +50,24 @@ static kyso_status document_of(const uint8_t *cmd, size_t len, uint8_t sha[32], 
   return st;
 }
 
+/* What every write does before it is proposed, in a cluster: the checks
+ * and the inline document here (archive_prepare), then the bytes on a
+ * majority. *forward says whether the leader l proposes it for us. */
+static kyso_status before_propose(kysod *d, rpc_call *call, const uint8_t *cmd, size_t len,
+                                  const uint8_t *blob, size_t blob_len, kysod_leader *l,
+                                  int *forward, kyso_err *err) {
+  kyso_status st = archive_prepare(d->archive, cmd, len, blob, blob_len, err);
+  if (st != KYSO_OK) return st;
+  /* The bytes are on a majority before the record is proposed. */
+  uint8_t sha[32];
+  int has_doc = 0;
+  if ((st = document_of(cmd, len, sha, &has_doc, err)) != KYSO_OK) return st;
+  *forward = kysod__forward_to(d, l);
+  if (has_doc)
+    st = kysod__peers_replicate(d, sha, *forward ? l->id : 0, rpc_call_remaining_ms(call), err);
+  return st;
+}
+
 kyso_status kysod__record(kysod *d, rpc_call *call, const uint8_t *cmd, size_t len,
                           const uint8_t *blob, size_t blob_len, uint8_t **result,
                           size_t *result_len, kyso_err *err) {
@@ -57,20 +75,63 @@ kyso_status kysod__record(kysod *d, rpc_call *call, const uint8_t *cmd, size_t l
   *result_len = 0;
   if (d->cluster == NULL)
     return archive_submit(d->archive, cmd, len, blob, blob_len, result, result_len, err);
-  kyso_status st = archive_prepare(d->archive, cmd, len, blob, blob_len, err);
-  if (st != KYSO_OK) return st;
-  /* The bytes are on a majority before the record is proposed. */
-  uint8_t sha[32];
-  int has_doc = 0;
-  if ((st = document_of(cmd, len, sha, &has_doc, err)) != KYSO_OK) return st;
   kysod_leader l;
-  int forward = kysod__forward_to(d, &l);
-  if (has_doc && (st = kysod__peers_replicate(d, sha, forward ? l.id : 0,
-                                              rpc_call_remaining_ms(call), err)) != KYSO_OK)
-    return st;
+  int forward = 0;
+  kyso_status st = before_propose(d, call, cmd, len, blob, blob_len, &l, &forward, err);
+  if (st != KYSO_OK) return st;
   if (forward) return kysod__forward_propose(d, call, &l, cmd, len, result, result_len, err);
   return cluster_submit_wait(d->cluster, cmd, len, rpc_call_remaining_ms(call), result,
                              result_len, err);
+}
+
+/* A proposal of kysod__record_async between the loop thread and the
+ * completion thread. */
+typedef struct proposal {
+  kysod *d;
+  kysod_recorded_fn fn;
+  void *ctx;
+} proposal;
+
+static void on_committed(void *ctx, kyso_status st, const char *msg, const uint8_t *result,
+                         size_t result_len) {
+  proposal p = *(proposal *)ctx;
+  free(ctx);
+  atomic_fetch_sub(&p.d->writes_awaiting_commit, 1);
+  kysod__completions_post(p.d, p.fn, p.ctx, st, msg, result, result_len);
+}
+
+void kysod__record_async(kysod *d, rpc_call *call, const uint8_t *cmd, size_t len,
+                         const uint8_t *blob, size_t blob_len, kysod_recorded_fn fn, void *ctx) {
+  kyso_err err = {0};
+  uint8_t *result = NULL;
+  size_t result_len = 0;
+  kyso_status st;
+  proposal *p = NULL;
+  kysod_leader l;
+  int forward = 0;
+  if (d->cluster == NULL) {
+    /* One node: the group-commit writer answers within a sync. */
+    st = archive_submit(d->archive, cmd, len, blob, blob_len, &result, &result_len, &err);
+    goto answer;
+  }
+  if ((st = before_propose(d, call, cmd, len, blob, blob_len, &l, &forward, &err)) != KYSO_OK)
+    goto answer;
+  if (forward) {
+    /* The leader's answer comes over the network: wait for it here. */
+    st = kysod__forward_propose(d, call, &l, cmd, len, &result, &result_len, &err);
+    goto answer;
+  }
+  if ((p = malloc(sizeof(*p))) == NULL) {
+    st = kyso_fail(&err, KYSO_RESOURCE_EXHAUSTED, "out of memory proposing a write");
+    goto answer;
+  }
+  *p = (proposal){.d = d, .fn = fn, .ctx = ctx};
+  atomic_fetch_add(&d->writes_awaiting_commit, 1);
+  cluster_submit(d->cluster, cmd, len, on_committed, p);
+  return;
+answer:
+  fn(ctx, st, &err, result, result_len);
+  free(result);
 }
 
 kyso_status kysod__read_barrier(kysod *d, rpc_call *call, kyso_err *err) {

@@ -82,8 +82,50 @@ out:
   return st;
 }
 
-static kyso_status record_document(kysod *d, rpc_call *call, const Kyso__V1__PutHeader *h,
-                                   const uint8_t sha256[32], uint64_t size, kyso_err *err) {
+/* One Put from its upload to its answer; put_done answers a failure and
+ * frees it. */
+typedef struct put_job {
+  kysod *d;
+  rpc_call *call;
+  Kyso__V1__PutRequest *first;
+  uint8_t sha256[32];
+  uint64_t size;
+} put_job;
+
+static void put_done(put_job *j, kyso_status st, const kyso_err *err) {
+  if (st != KYSO_OK) kysod__reply_failure(j->call, "put", st, err);
+  kyso__v1__put_request__free_unpacked(j->first, NULL);
+  free(j);
+}
+
+/* kysod__record_async's answer: the document is recorded; answer with
+ * what the archive now holds of it. */
+static void put_recorded(void *ctx, kyso_status st, const kyso_err *recorded,
+                         const uint8_t *result, size_t result_len) {
+  put_job *j = ctx;
+  kyso_err err = {0};
+  kysod_doc_view *view = NULL;
+  char hex[65];
+  (void)result;
+  (void)result_len;
+  if (st != KYSO_OK) {
+    err = *recorded;
+    goto out;
+  }
+  if ((st = kysod__doc_view(j->d, j->sha256, 0, &view, &err)) != KYSO_OK) goto out;
+  kyso_hex(j->sha256, 32, hex);
+  kyso_log(KYSO_LOG_INFO, "put principal=%s id=%s bytes=%llu",
+           rpc_call_peer(j->call)->principal, hex, (unsigned long long)j->size);
+  kysod__reply(j->call, &kysod__doc_view_info(view)->base);
+out:
+  kysod__doc_view_free(view);
+  put_done(j, st, &err);
+}
+
+/* Packs the record_document command (*packed malloc()ed). */
+static kyso_status pack_record(rpc_call *call, const Kyso__V1__PutHeader *h,
+                               const uint8_t sha256[32], uint64_t size, uint8_t **packed,
+                               size_t *len, kyso_err *err) {
   Kyso__Store__V1__DocumentMetadata meta = KYSO__STORE__V1__DOCUMENT_METADATA__INIT;
   Kyso__Store__V1__RecordDocument doc = KYSO__STORE__V1__RECORD_DOCUMENT__INIT;
   Kyso__Store__V1__Command cmd = KYSO__STORE__V1__COMMAND__INIT;
@@ -106,41 +148,37 @@ static kyso_status record_document(kysod *d, rpc_call *call, const Kyso__V1__Put
   cmd.request_id = h->request_id;
   cmd.op_case = KYSO__STORE__V1__COMMAND__OP_RECORD_DOCUMENT;
   cmd.record_document = &doc;
-  size_t len = kyso__store__v1__command__get_packed_size(&cmd);
-  uint8_t *packed = malloc(len), *result = NULL;
-  size_t result_len = 0;
-  if (packed == NULL) return kyso_fail(err, KYSO_RESOURCE_EXHAUSTED, "out of memory");
-  kyso__store__v1__command__pack(&cmd, packed);
-  kyso_status st = kysod__record(d, call, packed, len, NULL, 0, &result, &result_len, err);
-  free(packed);
-  free(result);
-  return st;
+  *len = kyso__store__v1__command__get_packed_size(&cmd);
+  if ((*packed = malloc(*len)) == NULL)
+    return kyso_fail(err, KYSO_RESOURCE_EXHAUSTED, "out of memory");
+  kyso__store__v1__command__pack(&cmd, *packed);
+  return KYSO_OK;
 }
 
+/* Receives and stores the bytes on this worker; put_recorded answers once
+ * the record is in (here, or once committed on a cluster's leader). */
 void kysod__archive_put(rpc_call *call, void *app) {
   kysod *d = app;
   kyso_err err = {0};
-  Kyso__V1__PutRequest *first = NULL;
-  kysod_doc_view *view = NULL;
-  uint8_t sha256[32];
-  uint64_t size = 0;
-  char hex[65];
-  kyso_status st = kysod__require_writer(d, &err);
-  if (st == KYSO_OK) st = receive(d, call, &first, sha256, &size, &err);
-  if (st == KYSO_OK) st = record_document(d, call, first->header, sha256, size, &err);
-  if (st == KYSO_OK) st = kysod__doc_view(d, sha256, 0, &view, &err);
-  if (st != KYSO_OK) {
-    kyso_log(KYSO_LOG_WARN, "put failed principal=%s: %s", rpc_call_peer(call)->principal,
-             err.msg);
-    rpc_call_finish(call, st, err.msg, NULL, 0);
-  } else {
-    kyso_hex(sha256, 32, hex);
-    kyso_log(KYSO_LOG_INFO, "put principal=%s id=%s bytes=%llu", rpc_call_peer(call)->principal,
-             hex, (unsigned long long)size);
-    kysod__reply(call, &kysod__doc_view_info(view)->base);
+  uint8_t *packed = NULL;
+  size_t len = 0;
+  put_job *j = calloc(1, sizeof(*j));
+  if (j == NULL) {
+    rpc_call_finish(call, KYSO_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+    return;
   }
-  kysod__doc_view_free(view);
-  kyso__v1__put_request__free_unpacked(first, NULL);
+  j->d = d;
+  j->call = call;
+  kyso_status st = kysod__require_writer(d, &err);
+  if (st == KYSO_OK) st = receive(d, call, &j->first, j->sha256, &j->size, &err);
+  if (st == KYSO_OK)
+    st = pack_record(call, j->first->header, j->sha256, j->size, &packed, &len, &err);
+  if (st != KYSO_OK) {
+    put_done(j, st, &err);
+    return;
+  }
+  kysod__record_async(d, call, packed, len, NULL, 0, put_recorded, j);
+  free(packed);
 }
 
 static kyso_status send_message(rpc_call *call, const ProtobufCMessage *m, kyso_err *err) {
@@ -191,11 +229,7 @@ void kysod__archive_get(rpc_call *call, void *app) {
   }
   rpc_call_finish(call, KYSO_OK, "", NULL, 0);
 out:
-  if (st != KYSO_OK) {
-    kyso_log(KYSO_LOG_WARN, "get failed principal=%s: %s", rpc_call_peer(call)->principal,
-             err.msg);
-    rpc_call_finish(call, st, err.msg, NULL, 0);
-  }
+  if (st != KYSO_OK) kysod__reply_failure(call, "get", st, &err);
   archive_reader_close(r);
   kysod__doc_view_free(view);
   kyso__v1__get_request__free_unpacked(req, NULL);

@@ -39,6 +39,7 @@ static void reply_status(kysod *d, rpc_call *call) {
   resp.snapshots_installed = in.snapshots_installed;
   resp.checkpoints_installed = d->checkpoints_installed;
   resp.keys_pending = kysod__keys_pending(d);
+  resp.writes_awaiting_commit = atomic_load(&d->writes_awaiting_commit);
   for (size_t i = 0; i < in.member_count; i++) {
     kyso__v1__cluster_member__init(&members[i]);
     members[i].id = in.members[i].id;

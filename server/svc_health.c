@@ -19,6 +19,12 @@ void kysod__reply(rpc_call *call, const ProtobufCMessage *msg) {
   free(buf);
 }
 
+void kysod__reply_failure(rpc_call *call, const char *what, kyso_status st, const kyso_err *err) {
+  kyso_log(KYSO_LOG_WARN, "%s failed principal=%s: %s", what, rpc_call_peer(call)->principal,
+           err->msg);
+  rpc_call_finish(call, st, err->msg, NULL, 0);
+}
+
 static const char *const known_services[] = {"", "kyso.v1.Signer", "kyso.v1.Keys",
                                              "kyso.v1.Archive", "kyso.v1.TimeStamp"};
 

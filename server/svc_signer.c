@@ -17,8 +17,11 @@
 #include "kyso/store/v1/command.pb-c.h"
 #include "kyso/v1/signer.pb-c.h"
 
-/* One signing in progress; everything it owns is released by job_clear. */
+/* One signing in progress, from the worker that signs to whichever thread
+ * answers once it is recorded; sign_done answers a failure and frees it. */
 typedef struct sign_job {
+  kysod *d;
+  rpc_call *call;
   Kyso__V1__SignRequest *req;
   char label[KYSO_MAX_LABEL + 1];
   X509 *cert;
@@ -29,8 +32,6 @@ typedef struct sign_job {
   char when[32];
   uint8_t *cms;
   size_t cms_len;
-  uint8_t *result;
-  size_t result_len;
   int stamped;       /* CAdES-T: the cms carries a signature-time-stamp */
   signer_ts_info ts; /* that token */
 } sign_job;
@@ -40,7 +41,6 @@ static void job_clear(sign_job *j) {
   X509_free(j->cert);
   sk_X509_pop_free(j->chain, X509_free);
   OPENSSL_free(j->cms);
-  free(j->result);
 }
 
 static kyso_status deadline_check(rpc_call *call, const char *when, kyso_err *err) {
@@ -133,8 +133,9 @@ static int wants_timestamp(const kysod *d, const Kyso__V1__SignRequest *req) {
   return d->cfg.timestamp != KYSO_TIMESTAMP_OFF;
 }
 
-/* Packs the record_signing command and submits it with the inline bytes. */
-static kyso_status record(kysod *d, rpc_call *call, sign_job *j, kyso_err *err) {
+/* Packs the record_signing command (*packed malloc()ed). */
+static kyso_status pack_record(rpc_call *call, sign_job *j, uint8_t **packed,
+                               size_t *packed_len, kyso_err *err) {
   kyso_status st = KYSO_OK;
   const Kyso__V1__SignRequest *req = j->req;
   const Kyso__V1__DocumentMetadata *m = req->metadata;
@@ -142,7 +143,7 @@ static kyso_status record(kysod *d, rpc_call *call, sign_job *j, kyso_err *err) 
   Kyso__Store__V1__RecordDocument doc = KYSO__STORE__V1__RECORD_DOCUMENT__INIT;
   Kyso__Store__V1__RecordSigning rs = KYSO__STORE__V1__RECORD_SIGNING__INIT;
   Kyso__Store__V1__Command cmd = KYSO__STORE__V1__COMMAND__INIT;
-  uint8_t *cert_der = NULL, *packed = NULL;
+  uint8_t *cert_der = NULL;
   int n_chain = j->chain ? sk_X509_num(j->chain) : 0;
   ProtobufCBinaryData chain[KYSO_MAX_CERT_CHAIN];
   int n_der = 0;
@@ -198,21 +199,15 @@ static kyso_status record(kysod *d, rpc_call *call, sign_job *j, kyso_err *err) 
   cmd.request_id = req->request_id;
   cmd.op_case = KYSO__STORE__V1__COMMAND__OP_RECORD_SIGNING;
   cmd.record_signing = &rs;
-  size_t packed_len = kyso__store__v1__command__get_packed_size(&cmd);
-  if ((packed = malloc(packed_len)) == NULL) {
+  *packed_len = kyso__store__v1__command__get_packed_size(&cmd);
+  if ((*packed = malloc(*packed_len)) == NULL) {
     st = kyso_fail(err, KYSO_RESOURCE_EXHAUSTED, "out of memory recording a signature");
     goto out;
   }
-  kyso__store__v1__command__pack(&cmd, packed);
-  /* The inline document travels in the same synced batch as its records. */
-  st = kysod__record(d, call, packed, packed_len,
-                      req->archive_id[0] ? NULL : req->document.data,
-                      req->archive_id[0] ? 0 : req->document.len, &j->result, &j->result_len,
-                      err);
+  kyso__store__v1__command__pack(&cmd, *packed);
 out:
   for (int i = 0; i < n_der; i++) OPENSSL_free(chain[i].data);
   OPENSSL_free(cert_der);
-  free(packed);
   return st;
 }
 
@@ -316,64 +311,94 @@ static void reply_fresh(rpc_call *call, sign_job *j, Kyso__Store__V1__CommandRes
   OPENSSL_free(cert_der);
 }
 
+/* The end of every signing: a failure is answered (a success already
+ * was), and the job freed. */
+static void sign_done(sign_job *j, kyso_status st, const kyso_err *err) {
+  if (st != KYSO_OK) kysod__reply_failure(j->call, "sign", st, err);
+  job_clear(j);
+  free(j);
+}
+
+/* kysod__record_async's answer: the signature is recorded (or not). */
+static void sign_recorded(void *ctx, kyso_status st, const kyso_err *recorded,
+                          const uint8_t *result, size_t result_len) {
+  sign_job *j = ctx;
+  kyso_err err = {0};
+  Kyso__Store__V1__CommandResult *res = NULL;
+  if (st != KYSO_OK) {
+    err = *recorded;
+    goto out;
+  }
+  res = kyso__store__v1__command_result__unpack(NULL, result_len, result);
+  if (res == NULL || res->signature_id.len != 32) {
+    st = kyso_fail(&err, KYSO_INTERNAL, "the archive returned a malformed result");
+    goto out;
+  }
+  if (res->replayed) /* same request id, raced in concurrently: the first one is the answer */
+    st = reply_stored(j->d, j->call, res->signature_id.data, j->req->request_id, &err);
+  else
+    reply_fresh(j->call, j, res);
+out:
+  kyso__store__v1__command_result__free_unpacked(res, NULL);
+  sign_done(j, st, &err);
+}
+
+/* Signs on this worker; the record, when there is one, is answered by
+ * sign_recorded, here or (a leader in a cluster) once it committed. */
 void kysod__signer_sign(rpc_call *call, void *app) {
   kysod *d = app;
   kyso_err err = {0};
   kyso_status st = KYSO_OK;
-  size_t len = 0;
+  size_t len = 0, packed_len = 0;
   const uint8_t *data = rpc_call_request(call, &len);
-  sign_job j;
-  Kyso__Store__V1__CommandResult *res = NULL;
+  uint8_t *packed = NULL;
   int answered = 0;
   struct tm tm;
-
-  memset(&j, 0, sizeof(j));
-  j.req = kyso__v1__sign_request__unpack(NULL, len, data);
-  if (j.req == NULL) {
+  sign_job *j = calloc(1, sizeof(*j));
+  if (j == NULL) {
+    rpc_call_finish(call, KYSO_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+    return;
+  }
+  j->d = d;
+  j->call = call;
+  j->req = kyso__v1__sign_request__unpack(NULL, len, data);
+  if (j->req == NULL) {
     st = kyso_fail(&err, KYSO_INVALID_ARGUMENT, "request is not a valid kyso.v1.SignRequest");
     goto out;
   }
-  if ((st = kysod__check_sign_request(j.req, KYSO_MAX_INLINE_DOCUMENT, &err)) != KYSO_OK) goto out;
-  if ((st = kysod__key_label(j.req->key, j.label, sizeof(j.label), &err)) != KYSO_OK) goto out;
-  if ((st = kysod__require_key(d, j.label, &j.cert, &err)) != KYSO_OK) goto out;
+  if ((st = kysod__check_sign_request(j->req, KYSO_MAX_INLINE_DOCUMENT, &err)) != KYSO_OK)
+    goto out;
+  if ((st = kysod__key_label(j->req->key, j->label, sizeof(j->label), &err)) != KYSO_OK) goto out;
+  if ((st = kysod__require_key(d, j->label, &j->cert, &err)) != KYSO_OK) goto out;
   /* A follower refuses before the HSM signs or the TSA spends a serial. */
-  if (!j.req->skip_archive && (st = kysod__require_writer(d, &err)) != KYSO_OK) goto out;
-  if ((st = find_replay(d, call, j.req, &answered, &err)) != KYSO_OK || answered) goto out;
-  if ((st = load_document(d, &j, &err)) != KYSO_OK) goto out;
+  if (!j->req->skip_archive && (st = kysod__require_writer(d, &err)) != KYSO_OK) goto out;
+  if ((st = find_replay(d, call, j->req, &answered, &err)) != KYSO_OK || answered) goto out;
+  if ((st = load_document(d, j, &err)) != KYSO_OK) goto out;
   X509 *again = NULL; /* the same certificate, fetched with its chain */
-  st = signer_certificate(d->signer, j.label, &again, &j.chain, &err);
+  st = signer_certificate(d->signer, j->label, &again, &j->chain, &err);
   X509_free(again);
   if (st != KYSO_OK) goto out;
   if ((st = deadline_check(call, "before signing", &err)) != KYSO_OK) goto out;
 
-  j.now = time(NULL);
-  gmtime_r(&j.now, &tm);
-  strftime(j.when, sizeof(j.when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  if ((st = make_signature(d, call, &j, wants_timestamp(d, j.req), &err)) != KYSO_OK) goto out;
+  j->now = time(NULL);
+  gmtime_r(&j->now, &tm);
+  strftime(j->when, sizeof(j->when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  if ((st = make_signature(d, call, j, wants_timestamp(d, j->req), &err)) != KYSO_OK) goto out;
   if (d->test_sign_delay_ms > 0) usleep((useconds_t)d->test_sign_delay_ms * 1000);
   /* A signature the caller no longer waits for is dropped, not half-kept. */
   if ((st = deadline_check(call, "while signing", &err)) != KYSO_OK) goto out;
 
-  if (!j.req->skip_archive) {
-    if ((st = record(d, call, &j, &err)) != KYSO_OK) goto out;
-    res = kyso__store__v1__command_result__unpack(NULL, j.result_len, j.result);
-    if (res == NULL || res->signature_id.len != 32) {
-      st = kyso_fail(&err, KYSO_INTERNAL, "the archive returned a malformed result");
-      goto out;
-    }
-    if (res->replayed) {
-      /* Same request id, raced in concurrently: the first one is the answer. */
-      st = reply_stored(d, call, res->signature_id.data, j.req->request_id, &err);
-      goto out;
-    }
+  if (!j->req->skip_archive) {
+    if ((st = pack_record(call, j, &packed, &packed_len, &err)) != KYSO_OK) goto out;
+    /* The inline document travels in the same synced batch as its records.
+     * From here on sign_recorded owns j. */
+    int by_id = j->req->archive_id[0] != '\0';
+    kysod__record_async(d, call, packed, packed_len, by_id ? NULL : j->req->document.data,
+                        by_id ? 0 : j->req->document.len, sign_recorded, j);
+    free(packed);
+    return;
   }
-  reply_fresh(call, &j, res);
+  reply_fresh(call, j, NULL);
 out:
-  if (st != KYSO_OK) {
-    kyso_log(KYSO_LOG_WARN, "sign failed principal=%s: %s", rpc_call_peer(call)->principal,
-             err.msg);
-    rpc_call_finish(call, st, err.msg, NULL, 0);
-  }
-  kyso__store__v1__command_result__free_unpacked(res, NULL);
-  job_clear(&j);
+  sign_done(j, st, &err);
 }

@@ -58,6 +58,10 @@ typedef struct cluster_opts {
   unsigned snapshot_trailing;       /* entries kept behind a snapshot; default 2048 */
   unsigned max_batch;               /* commands per entry; default 256 */
   unsigned max_queued;              /* commands waiting for the loop; default 4096 */
+  /* Fault injection for tests only (a slow commit): what is submitted
+   * waits this long on the loop, without blocking it, before it is
+   * proposed. 0 in production. */
+  unsigned test_propose_delay_ms;
   /* Called on the loop thread after each entry this node applied, with its
    * outcomes (NULL: none). Must be quick: queue work, never do it. */
   void (*applied)(void *ctx, const archive_outcome *outcomes, size_t n);
