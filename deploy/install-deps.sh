@@ -18,6 +18,8 @@ packages=(
   libmicrohttpd-dev libcurl4-openssl-dev curl
   # config, tests
   libinih-dev libcmocka-dev strace procps
+  # bulk import: CSV (libcsv); the synthetic province generator (python3)
+  libcsv-dev python3
   # network namespaces for the cluster partition test (ip netns)
   iproute2
   # benchmarks: JSON results (cJSON), plots (gnuplot)

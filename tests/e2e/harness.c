@@ -356,8 +356,8 @@ kyso_client *e2e_client_open(e2e *e, e2e_ident who) {
   kyso_client_opts o = {.target = target, .ca_file = e2e_path(e, "pki/root.pem"),
                         .server_name = "localhost"};
   if (ident_cert[who]) {
-    snprintf(cert, sizeof(cert), "%s/%s.pem", e->pki, ident_cert[who]);
-    snprintf(key, sizeof(key), "%s/%s.key", e->pki, ident_cert[who]);
+    snprintf(cert, 320, "%s/%s.pem", e->pki, ident_cert[who]);
+    snprintf(key, 320, "%s/%s.key", e->pki, ident_cert[who]);
     o.cert_file = cert;
     o.key_file = key;
   }
@@ -366,11 +366,34 @@ kyso_client *e2e_client_open(e2e *e, e2e_ident who) {
   return c;
 }
 
+/* kyso's argv for e2e_kyso and e2e_kyso_start; argv[4] is strdup()ed. */
+static void kyso_argv(e2e *e, e2e_ident who, const char *const *args, const char **argv,
+                      char *addr, char *cert, char *key);
+
 int e2e_kyso(e2e *e, e2e_ident who, const char *out_file, const char *const *args) {
   const char *argv[64];
   char addr[96], cert[320], key[320];
+  kyso_argv(e, who, args, argv, addr, cert, key);
+  int rc = e2e_run(argv, out_file);
+  free((char *)argv[4]);
+  return rc;
+}
+
+pid_t e2e_kyso_start(e2e *e, e2e_ident who, const char *out_file, const char *const *args) {
+  const char *argv[64];
+  char addr[96], cert[320], key[320];
+  kyso_argv(e, who, args, argv, addr, cert, key);
+  pid_t pid = e2e_spawn(argv, out_file);
+  free((char *)argv[4]);
+  if (pid < 0) E2E_FAIL("cannot start kyso %s", args[0]);
+  return pid;
+}
+
+static void kyso_argv(e2e *e, e2e_ident who, const char *const *args, const char **argv,
+                      char *addr, char *cert, char *key) {
+  char addr[96], cert[320], key[320];
   size_t n = 0;
-  snprintf(addr, sizeof(addr), "%s:%d", e->host, e->port);
+  snprintf(addr, 96, "%s:%d", e->host, e->port);
   argv[n++] = e2e_cli_path();
   argv[n++] = "--address";
   argv[n++] = addr;
@@ -387,13 +410,10 @@ int e2e_kyso(e2e *e, e2e_ident who, const char *out_file, const char *const *arg
     argv[n++] = key;
   }
   for (size_t i = 0; args[i] != NULL; i++) {
-    if (n == sizeof(argv) / sizeof(argv[0]) - 1) E2E_FAIL("e2e_kyso: too many arguments");
+    if (n == 63) E2E_FAIL("e2e_kyso: too many arguments");
     argv[n++] = args[i];
   }
   argv[n] = NULL;
-  int rc = e2e_run(argv, out_file);
-  free((char *)argv[4]);
-  return rc;
 }
 
 int e2e_call_raw(e2e *e, e2e_ident who, const char *method, const uint8_t *req, size_t len,

@@ -129,6 +129,9 @@ uint8_t *e2e_cert_spki(const uint8_t *cert, size_t cert_len, size_t *spki_len);
 /* Runs argv (PATH lookup) with stdout+stderr to out_file (NULL: /dev/null);
  * returns the exit status, or -1 if it did not exit normally. */
 int e2e_run(const char *const *argv, const char *out_file);
+/* e2e_run in two halves: start (-1 on failure), then the exit status. */
+pid_t e2e_spawn(const char *const *argv, const char *out_file);
+int e2e_wait_exit(pid_t pid);
 /* Runs `sh -c script` the same way. */
 int e2e_sh(const char *out_file, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* `openssl cms -verify -cades ...` of sig over doc against root.pem: exit status. */
@@ -223,6 +226,8 @@ void e2e_fill(uint8_t *buf, size_t len, uint64_t seed, uint64_t off);
 /* Runs the kyso CLI as identity who against the running kysod, with
  * stdout+stderr to out_file: the exit status (-1 if it did not exit). */
 int e2e_kyso(e2e *e, e2e_ident who, const char *out_file, const char *const *args);
+/* The same, in the background: its pid, for e2e_wait_exit or a kill. */
+pid_t e2e_kyso_start(e2e *e, e2e_ident who, const char *out_file, const char *const *args);
 /* SIGKILL kysod, reap it, close the harness's clients (not others). */
 void e2e_kill9(e2e *e);
 /* A "Vm..." field of /proc/PID/status of kysod, in KiB; fails the test if absent. */

@@ -101,6 +101,10 @@ int e2e_run(const char *const *argv, const char *out_file) {
   return wait_exit(spawn(argv, out_file));
 }
 
+pid_t e2e_spawn(const char *const *argv, const char *out_file) { return spawn(argv, out_file); }
+
+int e2e_wait_exit(pid_t pid) { return wait_exit(pid); }
+
 static pid_t spawn_sh(const char *out_file, const char *fmt, va_list ap) {
   char *script = NULL;
   if (vasprintf(&script, fmt, ap) < 0) return -1;
