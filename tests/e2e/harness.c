@@ -391,7 +391,6 @@ pid_t e2e_kyso_start(e2e *e, e2e_ident who, const char *out_file, const char *co
 
 static void kyso_argv(e2e *e, e2e_ident who, const char *const *args, const char **argv,
                       char *addr, char *cert, char *key) {
-  char addr[96], cert[320], key[320];
   size_t n = 0;
   snprintf(addr, 96, "%s:%d", e->host, e->port);
   argv[n++] = e2e_cli_path();
