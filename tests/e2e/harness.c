@@ -401,8 +401,8 @@ static void kyso_argv(e2e *e, e2e_ident who, const char *const *args, const char
   argv[n++] = "--server-name";
   argv[n++] = "localhost";
   if (ident_cert[who]) {
-    snprintf(cert, sizeof(cert), "%s/%s.pem", e->pki, ident_cert[who]);
-    snprintf(key, sizeof(key), "%s/%s.key", e->pki, ident_cert[who]);
+    snprintf(cert, 320, "%s/%s.pem", e->pki, ident_cert[who]);
+    snprintf(key, 320, "%s/%s.key", e->pki, ident_cert[who]);
     argv[n++] = "--cert";
     argv[n++] = cert;
     argv[n++] = "--key";
