@@ -87,14 +87,18 @@ static int journal_write(const char *path, const char *identity, size_t step, si
 
 /* 0 and the resume point when path is a journal of these inputs. */
 static int journal_read(const char *path, const char *identity, size_t *step, size_t *prefix) {
-  char line[256], id[256];
+  char line[256], id[256] = "";
+  size_t s = 0, p = 0;
   FILE *f = fopen(path, "r");
   if (f == NULL) return -1;
   int ok = fgets(line, sizeof(line), f) != NULL && strcmp(line, "kyso-import 1\n") == 0 &&
-           fgets(id, sizeof(id), f) != NULL && fscanf(f, "%zu %zu", step, prefix) == 2;
+           fgets(id, sizeof(id), f) != NULL && fscanf(f, "%zu %zu", &s, &p) == 2;
   fclose(f);
   id[strcspn(id, "\n")] = '\0';
-  return ok && strcmp(id, identity) == 0 ? 0 : -1;
+  if (!ok || strcmp(id, identity) != 0) return -1; /* another import's: start over */
+  *step = s;
+  *prefix = p;
+  return 0;
 }
 
 static void draw(const run *r, int64_t t0, int bar, int *last_tenth) {

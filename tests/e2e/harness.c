@@ -370,14 +370,6 @@ kyso_client *e2e_client_open(e2e *e, e2e_ident who) {
 static void kyso_argv(e2e *e, e2e_ident who, const char *const *args, const char **argv,
                       char *addr, char *cert, char *key);
 
-int e2e_kyso(e2e *e, e2e_ident who, const char *out_file, const char *const *args) {
-  const char *argv[64];
-  char addr[96], cert[320], key[320];
-  kyso_argv(e, who, args, argv, addr, cert, key);
-  int rc = e2e_run(argv, out_file);
-  free((char *)argv[4]);
-  return rc;
-}
 
 pid_t e2e_kyso_start(e2e *e, e2e_ident who, const char *out_file, const char *const *args) {
   const char *argv[64];
@@ -387,6 +379,10 @@ pid_t e2e_kyso_start(e2e *e, e2e_ident who, const char *out_file, const char *co
   free((char *)argv[4]);
   if (pid < 0) E2E_FAIL("cannot start kyso %s", args[0]);
   return pid;
+}
+
+int e2e_kyso(e2e *e, e2e_ident who, const char *out_file, const char *const *args) {
+  return e2e_wait_exit(e2e_kyso_start(e, who, out_file, args));
 }
 
 static void kyso_argv(e2e *e, e2e_ident who, const char *const *args, const char **argv,
